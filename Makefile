@@ -1,0 +1,48 @@
+# Two commands set everything up: `make demo` and `make test`.
+# Both create .venv when it is missing and (re)install the package only when settings.ini or setup.py changed.
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.melanet_installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export MPLBACKEND := Agg
+DEMO_OUT ?= runs/demo
+
+readme: $(STAMP)
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python tests/make_readme.py
+
+.PHONY: readme demo test venv check-export nbdev-test pytest clean-venv bench
+
+venv: $(STAMP)
+
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/melanet run --out $(DEMO_OUT)
+
+test: $(STAMP) check-export nbdev-test pytest
+
+# notebooks are the source of truth: exporting and cleaning them must change nothing
+check-export: $(STAMP)
+	@snap=$$(mktemp -d); cp -r melanet_nb nbs $$snap/; \
+	cp README.md $$snap/; $(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python tests/make_readme.py; \
+	if diff -r -q -x __pycache__ -x .ipynb_checkpoints $$snap/melanet_nb melanet_nb && \
+	   diff -r -q -x __pycache__ -x .ipynb_checkpoints $$snap/nbs nbs && diff -q $$snap/README.md README.md; then \
+	   echo "check-export: exported code and README match the notebooks, notebooks are clean"; rm -rf $$snap; \
+	else echo "check-export FAILED: run make readme (nbdev_export, nbdev_clean, README) and commit the result"; rm -rf $$snap; exit 1; fi
+
+nbdev-test: $(STAMP)
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_cyclegan.py
+	$(BIN)/python bench/bench_classifier.py
+
+clean-venv:
+	rm -rf $(VENV)
