@@ -293,3 +293,28 @@ def test_neighbour_agreement():
     # a duplicate of a real point does not count itself as its own neighbour
     dup = neighbour_agreement(np.r_[feats[:200], feats[:1]], group[:200] + ['benign'], k=1).set_index('group')
     assert dup.loc['benign', 'n'] == 151
+
+# --- files for the pipeline, and Grad-CAM through a fastai Learner -------------------------------------------------
+def test_write_evaluation(tmp_path):
+    import json
+    files = write_evaluation(toy_predictions(), tmp_path/'eval', reference='baseline', n_boot=100, dataset='toy')
+    assert sorted(files) == ['confusion.png', 'metric_bars.png', 'metrics.json', 'paired_tests.csv',
+                             'paper_comparison.csv', 'results.csv', 'roc.png']
+    saved = json.loads((tmp_path/'eval'/'metrics.json').read_text())
+    assert set(saved['configs']) == {'baseline', 'melanet'} and saved['paired_tests'][0]['reference'] == 'baseline'
+    assert '70.7%' in saved['note'] and saved['settings']['threshold_split'] == 'valid'
+    assert len(pd.read_csv(tmp_path/'eval'/'results.csv')) == 2
+    assert not [p for p in (tmp_path/'eval').iterdir() if '.tmp' in p.name]
+
+def test_learner_gradcam(tmp_path):
+    from fastai.vision.all import Learner, CrossEntropyLossFlat
+    from melanet_nb.data import make_demo_dataset, read_dataset, add_valid_split, melanet_dls
+    table = add_valid_split(read_dataset(make_demo_dataset(tmp_path/'demo', n=30, size=32, progress=False)), seed=0)
+    learn = Learner(melanet_dls(table, size=32, bs=8), TinyGap(), loss_func=CrossEntropyLossFlat())
+    rows = table[table.split == 'test'].reset_index(drop=True)
+    imgs, maps, probs = learner_gradcam(learn, rows, bs=4)
+    assert imgs.shape == (len(rows), 32, 32, 3) and maps.shape == (len(rows), 32, 32)
+    assert imgs.min() >= 0 and imgs.max() <= 1 and imgs.std() > 0.02             # normalisation undone
+    with learn.no_bar(): ref, _ = learn.get_preds(dl=learn.dls.test_dl(rows))
+    assert np.allclose(probs, ref[:, 1].numpy(), atol=1e-5)
+    with pytest.raises(MetricInputError, match='no rows'): learner_gradcam(learn, rows.iloc[:0])
