@@ -1,0 +1,87 @@
+"""Benchmark of CycleGAN training: iterations/s and peak memory at 64/128/256 px for the default generator width,
+plus a profile of one training step. Each size runs in its own process so that peak RSS (ru_maxrss) is per size.
+
+    .venv/bin/python bench/bench_cyclegan.py                 # all sizes + profile, prints a markdown table
+    .venv/bin/python bench/bench_cyclegan.py --sizes 64 --no-profile
+Threads: torch's default (all cores) unless OMP_NUM_THREADS / --threads says otherwise."""
+import argparse, json, os, platform, resource, subprocess, sys, time
+
+
+def run_one(size, iters, warmup, threads, opt, disc_width=64):
+    "Time `iters` training iterations (after `warmup`) at `size` px through the real Learner + callback path."
+    import torch
+    from fastai.basics import DataLoaders, DataLoader, Callback, CancelFitException
+    from melanet_nb.cyclegan import CycleGAN, UnpairedImages, cyclegan_learner
+    if threads: torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    n = warmup + iters
+    benign = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    malignant = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    model = CycleGAN(size=size, disc_width=disc_width)            # default generator width (32), PatchGAN 3 layers
+    dls = DataLoaders(DataLoader(UnpairedImages(benign, malignant), bs=1),
+                      DataLoader(UnpairedImages(benign[:0], malignant[:0]), bs=1))
+    learn = cyclegan_learner(model, dls)
+    if opt == 'torch':
+        from functools import partial
+        from fastai.optimizer import OptimWrapper
+        learn.opt_func = partial(OptimWrapper, opt=torch.optim.Adam, betas=(0.5, 0.999), eps=1e-8, weight_decay=0.)
+
+    class Timer(Callback):
+        order = 100
+        def before_batch(self):
+            if self.iter == warmup: self.t0 = time.perf_counter()
+        def after_batch(self):
+            if self.iter == n - 1: self.learn.elapsed = time.perf_counter() - self.t0
+
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=Timer())
+    return dict(size=size, iters=iters, threads=torch.get_num_threads(), opt=opt, disc_width=disc_width,
+                it_per_s=iters / learn.elapsed, s_per_it=learn.elapsed / iters,
+                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                params_generators=sum(p.numel() for p in model.generators.parameters()),
+                params_discriminators=sum(p.numel() for p in model.discriminators.parameters()))
+
+
+def profile_step(size=64, threads=None, top=15):
+    "torch.profiler table of a few training steps at `size` px (self CPU time per op)."
+    import torch
+    from torch.profiler import profile, ProfilerActivity
+    from fastai.basics import DataLoaders, DataLoader
+    from melanet_nb.cyclegan import CycleGAN, UnpairedImages, cyclegan_learner
+    if threads: torch.set_num_threads(threads)
+    imgs = torch.randint(0, 256, (4, 3, size, size), dtype=torch.uint8)
+    learn = cyclegan_learner(CycleGAN(size=size), DataLoaders(DataLoader(UnpairedImages(imgs, imgs), bs=1),
+                                                               DataLoader(UnpairedImages(imgs[:0], imgs[:0]), bs=1)))
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)   # warm-up epoch
+        with profile(activities=[ProfilerActivity.CPU]) as prof: learn.fit(1)
+    return prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=top)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--sizes', type=int, nargs='+', default=[64, 128, 256])
+    ap.add_argument('--threads', type=int, default=None)
+    ap.add_argument('--opt', choices=['fastai', 'torch'], default='fastai')
+    ap.add_argument('--disc-width', type=int, default=64)
+    ap.add_argument('--no-profile', action='store_true')
+    ap.add_argument('--one', type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    iters = {64: 10, 128: 6, 256: 3}
+    if a.one:
+        print(json.dumps(run_one(a.one, iters.get(a.one, 4), 2, a.threads, a.opt, a.disc_width))); return
+    rows = []
+    for s in a.sizes:
+        cmd = [sys.executable, __file__, '--one', str(s), '--opt', a.opt, '--disc-width', str(a.disc_width)] + (['--threads', str(a.threads)] if a.threads else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        rows.append(json.loads(out)); print(rows[-1], file=sys.stderr)
+    import torch
+    print(f"\nCycleGAN training, bs=1, width=32 (G: {rows[0]['params_generators']/1e6:.2f} M params for both), "
+          f"PatchGAN width {a.disc_width} (D: {rows[0]['params_discriminators']/1e6:.2f} M), {a.opt} Adam; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{rows[0]['threads']} thread(s), {time.strftime('%Y-%m-%d %H:%M')}\n")
+    print('| size (px) | iterations/s | s/iteration | peak RSS (MB) |\n|---:|---:|---:|---:|')
+    for r in rows: print(f"| {r['size']} | {r['it_per_s']:.2f} | {r['s_per_it']:.2f} | {r['peak_rss_mb']:.0f} |")
+    if not a.no_profile: print('\nProfile of one epoch of 4 steps at 64 px:\n' + profile_step(64, a.threads))
+
+
+if __name__ == '__main__': main()
