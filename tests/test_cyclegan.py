@@ -143,3 +143,19 @@ def test_synthesize_counts_and_provenance(tmp_path):
     with pytest.raises(ValueError, match='cannot synthesize 7'): synthesize(ck, table, tmp_path/'bad', n=7)
     with pytest.raises(ValueError, match='trained at 32 px'): synthesize(ck, table, tmp_path/'bad', size=64)
     assert not (tmp_path/'bad').exists()
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2]/'shared'/'data'
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA/'isic2016').is_dir(), reason='../shared/data/isic2016 is missing')
+def test_real_isic2016_domains_train_and_synthesize(tmp_path):
+    "The stage reads the real ISIC 2016 layout: a few balanced domain images, one tiny epoch, two synthetic images."
+    from melanet_nb.data import read_dataset, balanced_domains
+    df = read_dataset(SHARED_DATA/'isic2016')
+    benign, malignant = balanced_domains(df)
+    assert len(benign) == len(malignant) == (df[df.split == 'train'].label == 'malignant').sum()
+    learn = train_cyclegan(benign.iloc[:4], malignant.iloc[:4], ckpt_dir=tmp_path/'ck', **{**KW, 'epochs': 1})
+    out = synthesize(learn, df, tmp_path/'synth', n=2)
+    assert len(out) == 2 and set(out.source_id) <= set(df.image_id[(df.split == 'train') & (df.label == 'benign')])
