@@ -141,20 +141,21 @@ def test_run_experiments_predictions_table(trained, small_table):
     assert {'auc', 'sensitivity', 'npv'} <= set(s.columns)
 
 def test_predict_from_a_fresh_process(trained):
+    "One new interpreter: load the export, predict good images (same numbers), then fail by name on bad ones."
     preds, work = trained
     pkl = work/'runs'/'baseline.pkl'
     rows = preds[preds.config == 'baseline'].head(5)
+    bad = work/'broken.jpg'; bad.write_bytes(b'\xff\xd8\xff not really a jpeg')
     code = textwrap.dedent(f"""
         import json, sys
         from melanet_nb.classifier import predict
-        print(json.dumps(predict({str(pkl)!r}, json.loads(sys.argv[1])).tolist()))""")
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    r = subprocess.run([sys.executable, '-c', code, json.dumps(rows.path.tolist())], capture_output=True, text=True, env=env, cwd='/')
-    assert r.returncode == 0, r.stderr[-2000:]
+        print(json.dumps(predict({str(pkl)!r}, json.loads(sys.argv[1])).tolist()), flush=True)
+        predict({str(pkl)!r}, json.loads(sys.argv[2]))""")
+    r = subprocess.run([sys.executable, '-c', code, json.dumps(rows.path.tolist()),
+                        json.dumps([rows.path.iloc[0], str(bad), str(work/'missing.png')])],
+                       capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'), cwd='/')
+    assert r.stdout.strip(), r.stderr[-2000:]
     np.testing.assert_allclose(json.loads(r.stdout.strip().splitlines()[-1]), rows.prob_malignant.values, atol=1e-4)
-    bad = work/'broken.jpg'; bad.write_bytes(b'\xff\xd8\xff not really a jpeg')
-    r = subprocess.run([sys.executable, '-c', code, json.dumps([rows.path.iloc[0], str(bad), str(work/'missing.png')])],
-                       capture_output=True, text=True, env=env, cwd='/')
     assert r.returncode != 0
     assert 'DataError: 2 unreadable image(s)' in r.stderr and 'broken.jpg: cannot decode image' in r.stderr
     assert 'missing.png: image file not found' in r.stderr
