@@ -7,12 +7,13 @@ Threads: torch's default (all cores) unless OMP_NUM_THREADS / --threads says oth
 import argparse, json, os, platform, resource, subprocess, sys, time
 
 
-def run_one(size, iters, warmup, threads, opt, disc_width=64):
+def run_one(size, iters, warmup, threads, opt, disc_width=None):
     "Time `iters` training iterations (after `warmup`) at `size` px through the real Learner + callback path."
     import torch
     from fastai.basics import DataLoaders, DataLoader, Callback, CancelFitException
     from melanet_nb.cyclegan import CycleGAN, UnpairedImages, cyclegan_learner
     if threads: torch.set_num_threads(threads)
+    rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # torch + fastai + melanet_nb loaded
     g = torch.Generator().manual_seed(0)
     n = warmup + iters
     benign = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
@@ -34,9 +35,9 @@ def run_one(size, iters, warmup, threads, opt, disc_width=64):
             if self.iter == n - 1: self.learn.elapsed = time.perf_counter() - self.t0
 
     with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=Timer())
-    return dict(size=size, iters=iters, threads=torch.get_num_threads(), opt=opt, disc_width=disc_width,
+    return dict(size=size, iters=iters, threads=torch.get_num_threads(), opt=opt, disc_width=model.disc_width,
                 it_per_s=iters / learn.elapsed, s_per_it=learn.elapsed / iters,
-                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rss_after_imports_mb=rss_imports,
                 params_generators=sum(p.numel() for p in model.generators.parameters()),
                 params_discriminators=sum(p.numel() for p in model.discriminators.parameters()))
 
@@ -62,7 +63,7 @@ def main():
     ap.add_argument('--sizes', type=int, nargs='+', default=[64, 128, 256])
     ap.add_argument('--threads', type=int, default=None)
     ap.add_argument('--opt', choices=['fastai', 'torch'], default='fastai')
-    ap.add_argument('--disc-width', type=int, default=64)
+    ap.add_argument('--disc-width', type=int, default=None, help='default: same as the generator width')
     ap.add_argument('--no-profile', action='store_true')
     ap.add_argument('--one', type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -71,16 +72,16 @@ def main():
         print(json.dumps(run_one(a.one, iters.get(a.one, 4), 2, a.threads, a.opt, a.disc_width))); return
     rows = []
     for s in a.sizes:
-        cmd = [sys.executable, __file__, '--one', str(s), '--opt', a.opt, '--disc-width', str(a.disc_width)] + (['--threads', str(a.threads)] if a.threads else [])
+        cmd = [sys.executable, __file__, '--one', str(s), '--opt', a.opt] + (['--disc-width', str(a.disc_width)] if a.disc_width else []) + (['--threads', str(a.threads)] if a.threads else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out)); print(rows[-1], file=sys.stderr)
     import torch
     print(f"\nCycleGAN training, bs=1, width=32 (G: {rows[0]['params_generators']/1e6:.2f} M params for both), "
-          f"PatchGAN width {a.disc_width} (D: {rows[0]['params_discriminators']/1e6:.2f} M), {a.opt} Adam; "
+          f"PatchGAN width {rows[0]['disc_width']} (D: {rows[0]['params_discriminators']/1e6:.2f} M), {a.opt} Adam; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{rows[0]['threads']} thread(s), {time.strftime('%Y-%m-%d %H:%M')}\n")
-    print('| size (px) | iterations/s | s/iteration | peak RSS (MB) |\n|---:|---:|---:|---:|')
-    for r in rows: print(f"| {r['size']} | {r['it_per_s']:.2f} | {r['s_per_it']:.2f} | {r['peak_rss_mb']:.0f} |")
+    print('| size (px) | iterations/s | s/iteration | peak RSS (MB) | of which after imports (MB) |\n|---:|---:|---:|---:|---:|')
+    for r in rows: print(f"| {r['size']} | {r['it_per_s']:.2f} | {r['s_per_it']:.2f} | {r['peak_rss_mb']:.0f} | {r['rss_after_imports_mb']:.0f} |")
     if not a.no_profile: print('\nProfile of one epoch of 4 steps at 64 px:\n' + profile_step(64, a.threads))
 
 
