@@ -245,8 +245,12 @@ def closed_form_cam(model, x, cls):
 def test_gradcam_equals_cam_for_gap_linear(cls):
     torch.manual_seed(cls); model = TinyGap().train()
     x = torch.randn(3, 3, 12, 12)
-    raw, prob = gradcam(model, x, target=cls, upsample=False, normalize=False)
+    raw, prob = gradcam(model, x, target=cls, upsample=False, normalize=False, score='logit')
     assert torch.allclose(raw, closed_form_cam(model, x, cls), atol=1e-6)
+    odds, _ = gradcam(model, x, target=cls, upsample=False, normalize=False)           # default: log-odds of cls
+    with torch.no_grad(): acts = model.eval().body(x)
+    w = model.head.weight[cls] - model.head.weight[1 - cls]
+    assert torch.allclose(odds, F.relu(torch.einsum('k,bkhw->bhw', w, acts)) / acts[0, 0].numel(), atol=1e-6)
     assert torch.allclose(prob, model.eval()(x).softmax(1)[:, 1], atol=1e-6)
 
 def test_gradcam_leaves_model_as_it_was():
@@ -258,7 +262,8 @@ def test_gradcam_leaves_model_as_it_was():
     assert [m.inplace for m in model.modules() if isinstance(m, nn.ReLU)] == [True, True]
     assert not model.body._forward_hooks and all(p.grad is None for p in model.parameters())
     for p in model.parameters(): p.requires_grad_(False)                        # frozen model still explained
-    assert torch.allclose(gradcam(model, x, upsample=False, normalize=False)[0], closed_form_cam(model, x, 1), atol=1e-6)
+    assert torch.allclose(gradcam(model, x, upsample=False, normalize=False, score='logit')[0], closed_form_cam(model, x, 1), atol=1e-6)
+    with pytest.raises(ValueError, match='score must be'): gradcam(model, x, score='prob')
 
 def test_gradcam_per_sample_targets_and_vgg_body():
     "A torchvision VGG body (in-place ReLUs, ends in MaxPool) works; per-sample targets pick per-sample classes."
@@ -266,7 +271,7 @@ def test_gradcam_per_sample_targets_and_vgg_body():
     torch.manual_seed(0)
     model = TinyGap(); model.body = make_layers(cfgs['A'][:5]); model.head = nn.Linear(256, 2)
     x = torch.randn(2, 3, 32, 32)
-    raw, _ = gradcam(model, x, target=torch.tensor([0, 1]), upsample=False, normalize=False)
+    raw, _ = gradcam(model, x, target=torch.tensor([0, 1]), upsample=False, normalize=False, score='logit')
     assert torch.allclose(raw[0], closed_form_cam(model, x, 0)[0], atol=1e-5)
     assert torch.allclose(raw[1], closed_form_cam(model, x, 1)[1], atol=1e-5)
 
@@ -283,13 +288,16 @@ def test_gap_features():
 
 def test_neighbour_agreement():
     r = np.random.default_rng(0)
-    feats = np.concatenate([r.normal(0, 1, (150, 8)), r.normal(2, 1, (50, 8)), r.normal(2, 1, (40, 8)), r.normal(0, 1, (40, 8))])
-    group = ['benign'] * 150 + ['malignant'] * 50 + ['synthetic good'] * 40 + ['synthetic bad'] * 40
+    feats = np.concatenate([r.normal(0, 1, (150, 8)), r.normal(2, 1, (50, 8)), r.normal(2, 1, (40, 8)), r.normal(0, 1, (40, 8)),
+                            r.normal(9, 1, (20, 8))])
+    group = ['benign'] * 150 + ['malignant'] * 50 + ['synthetic good'] * 40 + ['synthetic bad'] * 40 + ['synthetic far'] * 20
     a = neighbour_agreement(feats, group, k=7).set_index('group')
     share = a['malignant_share_of_k_nearest_real']
     assert share['synthetic good'] > 0.7 > 0.2 > share['synthetic bad']
     assert share['benign'] < 0.2 and share['malignant'] > 0.7
     assert (a.k == 7).all() and a.real_malignant_prevalence.iloc[0] == pytest.approx(0.25)
+    ratio = a['nearest_real_distance_ratio']
+    assert 0.6 < ratio['synthetic good'] < 1.6 and ratio['synthetic far'] > 4
     # a duplicate of a real point does not count itself as its own neighbour
     dup = neighbour_agreement(np.r_[feats[:200], feats[:1]], group[:200] + ['benign'], k=1).set_index('group')
     assert dup.loc['benign', 'n'] == 151
@@ -318,3 +326,9 @@ def test_learner_gradcam(tmp_path):
     with learn.no_bar(): ref, _ = learn.get_preds(dl=learn.dls.test_dl(rows))
     assert np.allclose(probs, ref[:, 1].numpy(), atol=1e-5)
     with pytest.raises(MetricInputError, match='no rows'): learner_gradcam(learn, rows.iloc[:0])
+
+def test_write_evaluation_single_config(tmp_path):
+    preds = toy_predictions(); preds = preds[preds.config == 'baseline']
+    files = write_evaluation(preds, tmp_path, n_boot=50)
+    paired = pd.read_csv(files['paired_tests.csv'])                 # header only, still readable
+    assert paired.empty and list(paired.columns) == ev.PAIRED_COLUMNS
