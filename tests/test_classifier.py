@@ -119,12 +119,12 @@ def test_augment_offline_writes_originals_plus_copies(small_table, tmp_path):
 
 @pytest.fixture(scope='module')
 def trained(small_table, tmp_path_factory):
-    "Two configurations trained for one short epoch at 32 px: baseline and melanet (with a stand-in synthetic folder)."
+    "Three configurations, one short epoch at 32 px: baseline, augment5x and melanet (with a stand-in synthetic folder)."
     work = tmp_path_factory.mktemp('exp')
     syn = work/'synthetic'; (syn/'images').mkdir(parents=True)
     for i in range(6): draw_lesion(True, 48, seed=900 + i)[0].save(syn/'images'/f'SYN_{i}.png')
     write_labels(syn, pd.DataFrame(dict(image_id=[f'SYN_{i}' for i in range(6)], label='malignant', split='train')))
-    preds = run_experiments(small_table, synthetic=syn, configs=['baseline', 'melanet'], work_dir=work/'runs',
+    preds = run_experiments(small_table, synthetic=syn, configs=['baseline', 'augment5x', 'melanet'], work_dir=work/'runs',
                             size=32, bs=8, epochs=1, freeze_epochs=0, lr=1e-3, seed=0)
     return preds, work
 
@@ -132,11 +132,13 @@ def test_run_experiments_predictions_table(trained, small_table):
     preds, _ = trained
     assert list(preds.columns) == PRED_COLUMNS
     n_eval = small_table.split.isin(['valid', 'test']).sum()
-    assert preds.groupby('config').size().to_dict() == {'baseline': n_eval, 'melanet': n_eval}
+    assert preds.groupby('config').size().to_dict() == {'baseline': n_eval, 'augment5x': n_eval, 'melanet': n_eval}
+    for c in ['augment5x', 'melanet']:   # every configuration is evaluated on the same original images
+        assert preds[preds.config == c].image_id.tolist() == preds[preds.config == 'baseline'].image_id.tolist()
     assert set(preds.split) == {'valid', 'test'} and preds.prob_malignant.between(0, 1).all()
     assert (preds.y == (preds.label == 'malignant')).all()
     log = {r['config']: r['n_train'] for r in preds.attrs['log']}
-    assert log['melanet'] == log['baseline'] + 6
+    assert log['melanet'] == log['baseline'] + 6 and log['augment5x'] == 6 * log['baseline']
     s = summarize(preds, 'valid')
     assert {'auc', 'sensitivity', 'npv'} <= set(s.columns)
 
@@ -178,7 +180,7 @@ def test_committed_results_match_committed_predictions():
         g = preds[(preds.config == m['config']) & (preds.split == m['split'])]
         assert len(g) == m['n']
         assert abs(roc_auc_score(g.y, g.prob_malignant) - m['auc']) < 1e-9
-        pos = g.prob_malignant >= m['threshold']
+        pos = g.prob_malignant >= m['threshold'] - 1e-7   # the CSV stores float32 probabilities in their short form
         assert int((pos & (g.y == 1)).sum()) == m['tp'] and int((~pos & (g.y == 1)).sum()) == m['fn']
     assert set(preds[preds.split == 'test'].image_id).isdisjoint(
         set(pd.read_csv(SHARED/'isic2016'/'labels.csv').image_id) if SHARED.exists() else set())
