@@ -159,3 +159,10 @@ def test_real_isic2016_domains_train_and_synthesize(tmp_path):
     learn = train_cyclegan(benign.iloc[:4], malignant.iloc[:4], ckpt_dir=tmp_path/'ck', **{**KW, 'epochs': 1})
     out = synthesize(learn, df, tmp_path/'synth', n=2)
     assert len(out) == 2 and set(out.source_id) <= set(df.image_id[(df.split == 'train') & (df.label == 'benign')])
+
+
+def test_synthesize_from_learner_without_checkpoints(tmp_path):
+    df = _domains(tmp_path, n_benign=3, n_malignant=1)
+    learn = train_cyclegan(df[df.label == 'benign'], df[df.label == 'malignant'], **{**KW, 'epochs': 2})
+    out = synthesize(learn, df, tmp_path/'synth')
+    assert len(out) == 2 and set(out.epoch) == {2} and out.checkpoint.isna().all()
