@@ -6,6 +6,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.melanet_installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND := Agg
+export OMP_WAIT_POLICY := PASSIVE
 DEMO_OUT ?= runs/demo
 
 readme: $(STAMP)
