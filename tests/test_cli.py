@@ -17,7 +17,7 @@ def test_help_lists_subcommands_and_options():
 @pytest.mark.parametrize('args, msg', [
     (['run', '--data', '/no/such/folder'], '/no/such/folder: dataset not found'),
     (['data', '--config', '/no/such.yaml'], '/no/such.yaml: config file not found'),
-    (['run', '--device', 'tpu'], 'device must be auto, cpu or cuda'),
+    (['run', '--device', 'tpu'], "device must be auto, cpu or cuda, got 'tpu'"),
     (['predict', '--model', '/no/model.pkl', 'x.jpg'], '/no/model.pkl: exported classifier not found'),
 ])
 def test_bad_input_one_line_error(args, msg, tmp_path):
