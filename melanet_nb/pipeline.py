@@ -111,15 +111,12 @@ def load_run_table(cfg: RunConfig) -> tuple: # (table, info dict)
     if cfg.extra_train:
         df, info['extra_train_duplicates_dropped'] = merge_datasets(df, read_dataset(cfg.extra_train), splits=('train',))
     df = add_valid_split(df, cfg.valid_pct, cfg.seed)
-    if cfg.test_data:
-        test = read_dataset(cfg.test_data)
-        test, info['test_seen_in_training_dropped'] = exclude_seen(test[test.split == 'test'], df)
-        if test.empty: raise DataError(f"{cfg.test_data}: no 'test' rows left after removing images seen in training")
-        df = pd.concat([df[df.split != 'test'], test], ignore_index=True)
-    else:
-        test, info['test_seen_in_training_dropped'] = exclude_seen(df[df.split == 'test'], df[df.split != 'test'])
-        df = pd.concat([df[df.split != 'test'], test], ignore_index=True)
-    if not (df.split == 'test').any(): raise DataError(f"{root}: no 'test' rows; pass --test-data with a test split")
+    source = read_dataset(cfg.test_data) if cfg.test_data else df
+    seen = df[df.split != 'test']
+    test, info['test_seen_in_training_dropped'] = exclude_seen(source[source.split == 'test'], seen)
+    if test.empty: raise DataError(f"{cfg.test_data or root}: no 'test' rows left after removing images seen in training; "
+                                   "pass --test-data with a test split")
+    df = pd.concat([seen, test], ignore_index=True)
     info.update({f'final_{split}_{label}': int(n) for (split, label), n in df.groupby(['split', 'label']).size().items()})
     return df, info
 
