@@ -14,12 +14,14 @@ from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColRead
                                Normalize, imagenet_stats, PILImage, RandTransform, Transform)
 
 # %% auto #0
-__all__ = ['LABELS', 'SPLITS', 'COLUMNS', 'IMAGE_EXTS', 'ISIC2016_PARTS', 'DERMAMNIST_MELANOMA', 'DEMO_VERSION', 'in_nbdev_test',
-           'DataError', 'normalize_labels', 'load_image', 'pad_to_square', 'prepare_image', 'atomic_write',
-           'save_image_atomic', 'write_csv_atomic', 'atomic_dir', 'read_normalized', 'write_labels', 'read_isic2016',
-           'read_class_folders', 'read_dermamnist', 'check_classes', 'read_dataset', 'draw_lesion', 'make_demo_dataset',
-           'project_data_dir', 'demo_data', 'add_valid_split', 'merge_datasets', 'exclude_seen', 'balanced_domains',
-           'ReadImage', 'AlbumentationsTransform', 'melanet_dls']
+__all__ = ['LABELS', 'SPLITS', 'COLUMNS', 'IMAGE_EXTS', 'DIAGNOSES', 'MALIGNANT_DIAGNOSES', 'TARGETS', 'CONFIGS', 'PRED_COLUMNS',
+           'PROB_PREFIX', 'ISIC2016_PARTS', 'DERMAMNIST_MELANOMA', 'DEMO_VERSION', 'in_nbdev_test', 'DataError',
+           'normalize_labels', 'normalize_diagnoses', 'diagnosis_to_label', 'class_vocab', 'prob_columns',
+           'prediction_vocab', 'load_image', 'pad_to_square', 'prepare_image', 'atomic_write', 'save_image_atomic',
+           'write_csv_atomic', 'atomic_dir', 'read_normalized', 'write_labels', 'read_isic2016', 'read_class_folders',
+           'read_dermamnist', 'check_classes', 'read_dataset', 'draw_lesion', 'make_demo_dataset', 'project_data_dir',
+           'demo_data', 'add_valid_split', 'merge_datasets', 'exclude_seen', 'balanced_domains', 'ReadImage',
+           'AlbumentationsTransform', 'melanet_dls']
 
 # %% ../nbs/00_data.ipynb #66b73bd1
 def in_nbdev_test() -> bool:
@@ -45,6 +47,54 @@ def normalize_labels(values,      # raw label values as read from a file
     bad = sorted({r for r in raw if r not in _LABEL_MAP})
     if bad: raise DataError(f"{where}: unknown label value(s) {bad[:5]}; expected benign/malignant or 0/1")
     return [_LABEL_MAP[r] for r in raw]
+
+# %% ../nbs/00_data.ipynb #f9f11e31
+DIAGNOSES = ['nevus', 'melanoma', 'seborrheic_keratosis']   # ISIC-2017 Part 3 classes, in the project's vocab order
+MALIGNANT_DIAGNOSES = ('melanoma',)   # the stated mapping: these diagnoses are 'malignant', every other one 'benign'
+TARGETS = ('label', 'diagnosis')      # the column a classifier learns: binary label, or N-class diagnosis
+_DIAGNOSIS_RE = re.compile(r'^[a-z][a-z0-9_]*$')
+
+def normalize_diagnoses(values,       # raw diagnosis names as read from a file
+                        where='data'  # file the values came from, used in the error message
+                       ) -> list:     # lower-case names with '_' for spaces and hyphens
+    "Spell diagnosis names one way (`Seborrheic Keratosis` -> `seborrheic_keratosis`); refuse empty or odd values by file."
+    raw = ['' if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+    out = [re.sub(r'[\s\-]+', '_', r.strip().lower()) for r in raw]
+    empty = sum(o in ('', 'nan', 'none') for o in out)
+    if empty: raise DataError(f"{where}: {empty} empty diagnosis value(s)")
+    bad = sorted({o for o in out if not _DIAGNOSIS_RE.match(o)})
+    if bad: raise DataError(f"{where}: diagnosis value(s) {bad[:5]} are not names (letters, digits and '_', starting with a letter)")
+    return out
+
+def diagnosis_to_label(diagnoses,                       # normalized diagnosis names
+                       malignant=MALIGNANT_DIAGNOSES    # diagnoses counted as malignant
+                      ) -> list:                        # 'benign' / 'malignant' for each
+    "The binary label of each diagnosis, through the stated mapping."
+    return ['malignant' if d in malignant else 'benign' for d in diagnoses]
+
+def class_vocab(df:pd.DataFrame,  # tidy table
+                target='label'    # 'label' or 'diagnosis'
+               ) -> list:         # class names; a model's output k is class k
+    "The ordered classes of `target`: `LABELS` for the label; for diagnoses, `DIAGNOSES` order, then any others sorted."
+    if target not in TARGETS: raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if target == 'label': return list(LABELS)
+    if 'diagnosis' not in df or df.diagnosis.isna().any():
+        raise DataError("target 'diagnosis' needs a diagnosis for every row (diagnosis.csv, or class folders with diagnosis names)")
+    present = set(df.diagnosis)
+    return [d for d in DIAGNOSES if d in present] + sorted(present - set(DIAGNOSES))
+
+# %% ../nbs/00_data.ipynb #447d355b
+CONFIGS = ('baseline', 'augment5x', 'augment10x', 'melanet')   # the paper's classifier configurations (Table 1)
+PRED_COLUMNS = ['config', 'image_id', 'split', 'true_class', 'y']   # then one prob_<class> column per class, in vocab order
+PROB_PREFIX = 'prob_'
+
+def prob_columns(vocab) -> list:
+    "The probability column names of a predictions table for the classes `vocab`."
+    return [f'{PROB_PREFIX}{c}' for c in vocab]
+
+def prediction_vocab(preds:pd.DataFrame) -> list:
+    "The classes of a predictions table, in the order of its `prob_<class>` columns."
+    return [c[len(PROB_PREFIX):] for c in preds.columns if c.startswith(PROB_PREFIX)]
 
 # %% ../nbs/00_data.ipynb #6122c7a2
 def _to_rgb(im: Image.Image) -> Image.Image:
