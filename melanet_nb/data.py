@@ -510,13 +510,15 @@ def melanet_dls(df: pd.DataFrame, # tidy table; rows of split 'train' and 'valid
                 bs=16,            # batch size
                 albu=None,        # optional albumentations pipeline applied on the fly to training images
                 seed=42,          # shuffling seed
+                target='label',   # column to learn: 'label' (binary) or 'diagnosis' (N classes); see `class_vocab`
                 **kwargs          # passed to `DataBlock.dataloaders` (num_workers, device, ...)
                ):
     "fastai `DataLoaders` over the train/valid rows of `df`, normalized with ImageNet statistics."
     df = df[df.split.isin(['train', 'valid'])].assign(is_valid=lambda d: d.split == 'valid').reset_index(drop=True)
     if not df.is_valid.any(): raise DataError("no 'valid' rows: call add_valid_split first")
-    block = DataBlock(blocks=(TransformBlock(type_tfms=ReadImage(size), batch_tfms=IntToFloatTensor), CategoryBlock(vocab=LABELS)),
-                      get_x=ColReader('path'), get_y=ColReader('label'), splitter=ColSplitter('is_valid'),
+    vocab = class_vocab(df, target)
+    block = DataBlock(blocks=(TransformBlock(type_tfms=ReadImage(size), batch_tfms=IntToFloatTensor), CategoryBlock(vocab=vocab)),
+                      get_x=ColReader('path'), get_y=ColReader(target), splitter=ColSplitter('is_valid'),
                       item_tfms=[AlbumentationsTransform(albu)] if albu is not None else None,
                       batch_tfms=Normalize.from_stats(*imagenet_stats))
     kwargs.setdefault('num_workers', 0)
