@@ -3,6 +3,7 @@ plus a profile of one training step. Each size runs in its own process so that p
 
     .venv/bin/python bench/bench_cyclegan.py                 # all sizes + profile, prints a markdown table
     .venv/bin/python bench/bench_cyclegan.py --sizes 64 --no-profile
+Figures measured with it, and the exact commands, are in bench/README.md.
 Threads: torch's default (all cores) unless OMP_NUM_THREADS / --threads says otherwise."""
 import argparse, json, os, platform, resource, subprocess, sys, time
 
@@ -35,7 +36,7 @@ def run_one(size, iters, warmup, threads, opt, disc_width=None):
             if self.iter == n - 1: self.learn.elapsed = time.perf_counter() - self.t0
 
     with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=Timer())
-    return dict(size=size, iters=iters, threads=torch.get_num_threads(), opt=opt, disc_width=model.disc_width,
+    return dict(size=size, iters=iters, threads=torch.get_num_threads(), opt=opt, width=model.width, disc_width=model.disc_width,
                 it_per_s=iters / learn.elapsed, s_per_it=learn.elapsed / iters,
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rss_after_imports_mb=rss_imports,
                 params_generators=sum(p.numel() for p in model.generators.parameters()),
@@ -76,7 +77,7 @@ def main():
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out)); print(rows[-1], file=sys.stderr)
     import torch
-    print(f"\nCycleGAN training, bs=1, width=32 (G: {rows[0]['params_generators']/1e6:.2f} M params for both), "
+    print(f"\nCycleGAN training, bs=1, width={rows[0]['width']} (G: {rows[0]['params_generators']/1e6:.2f} M params for both), "
           f"PatchGAN width {rows[0]['disc_width']} (D: {rows[0]['params_discriminators']/1e6:.2f} M), {a.opt} Adam; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{rows[0]['threads']} thread(s), {time.strftime('%Y-%m-%d %H:%M')}\n")

@@ -24,7 +24,7 @@ __all__ = ['CycleOutput', 'cyclegan_opt', 'CKPT_FORMAT', 'UNetGenerator', 'Patch
            'train_cyclegan', 'translate', 'translate_cycle', 'cycle_error', 'show_translation_grid', 'synthesize',
            'kernel_distance']
 
-# %% ../nbs/01_cyclegan.ipynb #ce7eea37
+# %% ../nbs/01_cyclegan.ipynb #69f91957
 def _down(ni, nf, norm=True):
     "Halve the resolution: 4x4 stride-2 conv, instance norm, leaky ReLU."
     layers = [nn.Conv2d(ni, nf, 4, 2, 1, bias=not norm)]
@@ -38,6 +38,7 @@ def _up(ni, nf, dropout=0.):
     if dropout: layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
+# %% ../nbs/01_cyclegan.ipynb #b6f51c6a
 class UNetGenerator(nn.Module):
     "U-Net image-to-image generator: `depth` downsamplings, skip connections, `tanh` output in [-1, 1]."
     def __init__(self,
@@ -56,20 +57,23 @@ class UNetGenerator(nn.Module):
                                       dropout if i >= depth-3 else 0.) for i in reversed(range(depth))])
         self.head = nn.Sequential(nn.Conv2d(width + ch, ch, 3, 1, 1), nn.Tanh())
 
-    def check_size(self, h, w):
-        "Raise a clear error when an `h` x `w` input cannot go through `depth` halvings."
-        k = 2**self.depth
-        if h != w or h % k or h < 2*k:
-            raise ValueError(f"UNetGenerator(depth={self.depth}) needs square images whose side is a multiple of {k} "
-                             f"and at least {2*k} px; got {h}x{w}. Use another size or a smaller depth.")
+# %% ../nbs/01_cyclegan.ipynb #53ab2011
+@patch
+def check_size(self:UNetGenerator, h, w):
+    "Raise a clear error when an `h` x `w` input cannot go through `depth` halvings."
+    k = 2**self.depth
+    if h != w or h % k or h < 2*k:
+        raise ValueError(f"UNetGenerator(depth={self.depth}) needs square images whose side is a multiple of {k} "
+                         f"and at least {2*k} px; got {h}x{w}. Use another size or a smaller depth.")
 
-    def forward(self, x):
-        self.check_size(*x.shape[-2:])
-        skips, h = [x], x
-        for down in self.downs: h = down(h); skips.append(h)
-        skips.pop()                               # the bottleneck is not a skip
-        for up in self.ups: h = torch.cat([up(h), skips.pop()], 1)
-        return self.head(h)
+@patch
+def forward(self:UNetGenerator, x):
+    self.check_size(*x.shape[-2:])
+    skips, h = [x], x
+    for down in self.downs: h = down(h); skips.append(h)
+    skips.pop()                               # the bottleneck is not a skip
+    for up in self.ups: h = torch.cat([up(h), skips.pop()], 1)
+    return self.head(h)
 
 # %% ../nbs/01_cyclegan.ipynb #a9039f83
 class PatchDiscriminator(nn.Module):
@@ -237,7 +241,7 @@ class UnpairedImages(torch.utils.data.Dataset):
         return (self._get(self.benign, self.order_benign[i], self.flips[i, 0]),
                 self._get(self.malignant, self.order_malignant[i], self.flips[i, 1]))
 
-# %% ../nbs/01_cyclegan.ipynb #9aeec21a
+# %% ../nbs/01_cyclegan.ipynb #2cf71e95
 cyclegan_opt = partial(Adam, mom=0.5, sqr_mom=0.999, eps=1e-8, wd=0.)
 
 def _set_requires_grad(module, flag):
@@ -273,20 +277,22 @@ class CycleGANTrainer(Callback):
     def before_validate(self):
         if not len(self.dls.valid): raise CancelValidException()
 
-    def after_step(self):
-        "Discriminator update on real images and pooled fakes, at the generators' current learning rate."
-        m, lf, pred = self.model, self.learn.loss_func, self.learn.pred
-        benign, malignant = self.learn.xb
-        self.opt_disc.set_hyper('lr', self.learn.opt.hypers[-1]['lr'])
-        _set_requires_grad(m.generators, False); _set_requires_grad(m.discriminators, True)
-        fake_malignant = self.pools['malignant'](pred.fake_malignant)
-        fake_benign = self.pools['benign'](pred.fake_benign)
-        loss_m = discriminator_loss(m.disc_malignant, malignant, fake_malignant, lf.adv)
-        loss_b = discriminator_loss(m.disc_benign, benign, fake_benign, lf.adv)
-        (loss_m + loss_b).backward()
-        self.opt_disc.step(); self.opt_disc.zero_grad()
-        lf.disc_malignant_loss, lf.disc_benign_loss = loss_m.detach(), loss_b.detach()
-        _set_requires_grad(m.discriminators, False); _set_requires_grad(m.generators, True)
+# %% ../nbs/01_cyclegan.ipynb #60fcdc70
+@patch
+def after_step(self:CycleGANTrainer):
+    "Discriminator update on real images and pooled fakes, at the generators' current learning rate."
+    m, lf, pred = self.model, self.learn.loss_func, self.learn.pred
+    benign, malignant = self.learn.xb
+    self.opt_disc.set_hyper('lr', self.learn.opt.hypers[-1]['lr'])
+    _set_requires_grad(m.generators, False); _set_requires_grad(m.discriminators, True)
+    fake_malignant = self.pools['malignant'](pred.fake_malignant)
+    fake_benign = self.pools['benign'](pred.fake_benign)
+    loss_m = discriminator_loss(m.disc_malignant, malignant, fake_malignant, lf.adv)
+    loss_b = discriminator_loss(m.disc_benign, benign, fake_benign, lf.adv)
+    (loss_m + loss_b).backward()
+    self.opt_disc.step(); self.opt_disc.zero_grad()
+    lf.disc_malignant_loss, lf.disc_benign_loss = loss_m.detach(), loss_b.detach()
+    _set_requires_grad(m.discriminators, False); _set_requires_grad(m.generators, True)
 
 # %% ../nbs/01_cyclegan.ipynb #adb4b900
 class ShowTranslations(Callback):
@@ -302,7 +308,7 @@ class ShowTranslations(Callback):
             import matplotlib.pyplot as plt
             show_translation_grid(rows, title=f'epoch {self.epoch + 1}', max_n=4); plt.show()
 
-# %% ../nbs/01_cyclegan.ipynb #3fbb7b7c
+# %% ../nbs/01_cyclegan.ipynb #e4616a98
 CKPT_FORMAT = 'melanet_nb.cyclegan/1'
 
 def checkpoint_path(ckpt_dir, epoch:int) -> Path: return Path(ckpt_dir)/f'cyclegan_epoch{epoch:04d}.pth'
@@ -326,6 +332,7 @@ def save_checkpoint(learn, path, epoch:int) -> Path:
                  torch_rng=torch.get_rng_state())
     return atomic_write(path, lambda t: torch.save(state, t))
 
+# %% ../nbs/01_cyclegan.ipynb #30636f4d
 def read_checkpoint(path) -> dict:
     "Load a checkpoint written by `save_checkpoint`, with a clear error if it is not one."
     path = Path(path)
@@ -361,6 +368,7 @@ def load_checkpoint(learn, path) -> int:
     learn.resumed_smooth_loss = state['smooth_loss']
     return state['epoch']
 
+# %% ../nbs/01_cyclegan.ipynb #4095e6e9
 class CycleGANCheckpoint(Callback):
     "Save a checkpoint every `every` epochs and after the last one; keep the newest `keep`."
     order = 65   # after the Recorder, so its history for this epoch is saved too
@@ -376,7 +384,7 @@ class CycleGANCheckpoint(Callback):
         self.learn.checkpoint = save_checkpoint(self.learn, checkpoint_path(self.ckpt_dir, done), done)
         for old in list_checkpoints(self.ckpt_dir)[:-self.keep]: old.unlink()
 
-# %% ../nbs/01_cyclegan.ipynb #059248d0
+# %% ../nbs/01_cyclegan.ipynb #5aa1a52f
 def _train_rows(df, label, name):
     if df is None or len(df) == 0: raise DataError(f"{name} domain is empty: no training images to learn the translation from")
     if 'split' in df: df = df[df.split == 'train']
@@ -385,21 +393,46 @@ def _train_rows(df, label, name):
     if len(df) == 0: raise DataError(f"{name} domain is empty: it has no rows of split 'train'")
     return df
 
-def cyclegan_learner(model:CycleGAN, dls:DataLoaders, adv='lsgan', cycle_weight=10., identity_weight=0., adv_weight=1.,
-                     pool_size=50, seed=42, lr=2e-4, cbs=None) -> Learner:
+@delegates(CycleGANLoss)
+def cyclegan_learner(model:CycleGAN,   # the four networks
+                     dls:DataLoaders,  # (benign, malignant) batches, e.g. over `UnpairedImages`
+                     pool_size:int=50, # image pool size of each discriminator
+                     seed:int=42,      # seeds the image pools
+                     lr:float=2e-4,    # Adam learning rate of both players
+                     cbs=None,         # extra callbacks
+                     **kwargs          # `CycleGANLoss` arguments: adv, adv_weight, cycle_weight, identity_weight
+                    ) -> Learner:      # its optimizer updates the generators; `CycleGANTrainer` the discriminators
     "A `Learner` over `model` whose optimizer updates the generators; `CycleGANTrainer` updates the discriminators."
-    loss_func = CycleGANLoss(model, adv=adv, adv_weight=adv_weight, cycle_weight=cycle_weight, identity_weight=identity_weight)
-    names = CycleGANLoss.terms[:4] + (CycleGANLoss.terms[4:] if identity_weight else []) + ['disc_malignant_loss', 'disc_benign_loss']
+    loss_func = CycleGANLoss(model, **kwargs)
+    names = CycleGANLoss.terms[:4] + (CycleGANLoss.terms[4:] if loss_func.identity_weight else []) + ['disc_malignant_loss', 'disc_benign_loss']
     learn = Learner(dls, model, loss_func=loss_func, opt_func=cyclegan_opt, lr=lr, metrics=LossMetrics(names),
                     splitter=lambda m: [params(m.generators)], cbs=[CycleGANTrainer(pool_size, seed)] + L(cbs))
     learn.recorder.train_metrics, learn.recorder.valid_metrics = True, False
     learn.checkpoint, learn.epochs_done = None, 0
     return learn
 
+# %% ../nbs/01_cyclegan.ipynb #26c32516
+def _unpaired_dls(benign, malignant, bs, seed) -> DataLoaders:
+    "Training batches over both domains, drawn by `UnpairedImages` per epoch (no shuffling by the loader); no validation."
+    return DataLoaders(DataLoader(UnpairedImages(benign, malignant, seed), bs=bs, shuffle=False, drop_last=False),
+                       DataLoader(UnpairedImages(benign[:0], malignant[:0], seed), bs=bs), device=default_device())
+
+def _resume(learn, ckpt_dir, resume:bool, every:int) -> int:
+    "Restore `learn` from the newest checkpoint in `ckpt_dir` (if `resume`), add checkpointing; return the epochs already done."
+    start = 0
+    if ckpt_dir is not None:
+        ckpts = list_checkpoints(ckpt_dir)
+        if resume and ckpts: start = load_checkpoint(learn, ckpts[-1])
+        learn.add_cb(CycleGANCheckpoint(ckpt_dir, every=every))
+    learn.resume_epoch = start
+    return start
+
+# %% ../nbs/01_cyclegan.ipynb #91379899
+@delegates(CycleGAN)
 def train_cyclegan(benign_df:pd.DataFrame,    # benign domain (rows of split 'train' are used), e.g. from `balanced_domains`
                    malignant_df:pd.DataFrame, # malignant domain (rows of split 'train' are used)
                    size:int=64,               # image side in pixels (paper: 256)
-                   epochs:int=20,             # total epochs, counting those done before a resume
+                   epochs:int=30,             # total epochs, counting those done before a resume
                    bs:int=1,                  # batch size (paper: 1)
                    ckpt_dir=None,             # folder for checkpoints (None: no checkpoints)
                    ckpt_every:int=5,          # save every this many epochs (and after the last)
@@ -409,31 +442,24 @@ def train_cyclegan(benign_df:pd.DataFrame,    # benign domain (rows of split 'tr
                    pct_const:float=0.5,       # fraction of training at constant lr before the linear decay to 0
                    adv='lsgan',               # adversarial loss: 'lsgan' or 'log'
                    cycle_weight:float=10.,    # λ
-                   identity_weight:float=0.,  # identity L1 weight (0 = off)
+                   identity_weight:float=0.,  # identity L1 weight (0 = off: the paper's objective; CycleGAN uses 0.5*λ)
                    pool_size:int=50,          # image pool size
                    show_every:int=None,       # show sample translations every this many epochs (None: never)
                    cbs=None,                  # extra callbacks
-                   **model_kw                 # `CycleGAN` arguments: width, depth, dropout, disc_width, disc_layers
+                   **kwargs                   # `CycleGAN` arguments: width, depth, dropout, disc_width, disc_layers
                   ) -> Learner:               # fitted Learner; `learn.model` holds both generators
     "Train a benign <-> malignant CycleGAN with checkpoints and exact resume."
     benign_df, malignant_df = _train_rows(benign_df, 'benign', 'benign'), _train_rows(malignant_df, 'malignant', 'malignant')
     set_seed(seed)
-    model = CycleGAN(size=size, **model_kw)
+    model = CycleGAN(size=size, **kwargs)
     benign, malignant = load_domain(benign_df, size, 'benign'), load_domain(malignant_df, size, 'malignant')
-    device = default_device()
-    dls = DataLoaders(DataLoader(UnpairedImages(benign, malignant, seed), bs=bs, shuffle=False, drop_last=False),
-                      DataLoader(UnpairedImages(benign[:0], malignant[:0], seed), bs=bs), device=device)
+    dls = _unpaired_dls(benign, malignant, bs, seed)
     cbs = L(cbs)
     if show_every: cbs.append(ShowTranslations(benign[:4], every=show_every, show=True))
     learn = cyclegan_learner(model, dls, adv=adv, cycle_weight=cycle_weight, identity_weight=identity_weight,
                              pool_size=pool_size, seed=seed, lr=lr, cbs=cbs)
-    learn.model.to(device)
-    start = 0
-    if ckpt_dir is not None:
-        ckpts = list_checkpoints(ckpt_dir)
-        if resume and ckpts: start = load_checkpoint(learn, ckpts[-1])
-        learn.add_cb(CycleGANCheckpoint(ckpt_dir, every=ckpt_every))
-    learn.resume_epoch = start
+    learn.model.to(default_device())
+    start = _resume(learn, ckpt_dir, resume, ckpt_every)
     if start >= epochs: return learn
     sched = {'lr': combine_scheds([pct_const, 1 - pct_const], [SchedNo(lr, lr), SchedLin(lr, 0.)])}
     learn.fit(epochs, lr, start_epoch=start, cbs=ParamScheduler(sched))
@@ -441,7 +467,7 @@ def train_cyclegan(benign_df:pd.DataFrame,    # benign domain (rows of split 'tr
         learn.recorder.values = [list(v) for v in learn.resumed_recorder] + learn.recorder.values[start:]
     return learn
 
-# %% ../nbs/01_cyclegan.ipynb #d5fa8264
+# %% ../nbs/01_cyclegan.ipynb #e972029d
 @torch.no_grad()
 def translate(generator:nn.Module, # e.g. `learn.model.benign_to_malignant`
               images:torch.Tensor, # uint8 N x 3 x H x W
@@ -469,6 +495,7 @@ def cycle_error(model:CycleGAN, benign:torch.Tensor=None, malignant:torch.Tensor
         res[name] = (rec.float() - imgs.float()).abs().mean().item() / 255
     return res
 
+# %% ../nbs/01_cyclegan.ipynb #3c764558
 def show_translation_grid(rows, title=None, max_n=6, labels=('benign', 'synthetic\nmalignant', 'reconstructed\nbenign')):
     "Plot columns of images, one row per stage (Fig. 1 / Fig. 10 style)."
     import matplotlib.pyplot as plt
@@ -483,7 +510,7 @@ def show_translation_grid(rows, title=None, max_n=6, labels=('benign', 'syntheti
     fig.tight_layout()
     return fig
 
-# %% ../nbs/01_cyclegan.ipynb #c52f32f0
+# %% ../nbs/01_cyclegan.ipynb #cdd8bcd2
 def _load_generator(learn_or_ckpt):
     "(benign_to_malignant generator, model size, checkpoint path or None, epoch) from a Learner, a CycleGAN or a checkpoint."
     if isinstance(learn_or_ckpt, (str, Path)):
@@ -495,6 +522,43 @@ def _load_generator(learn_or_ckpt):
     ckpt = getattr(learn, 'checkpoint', None)
     return model.benign_to_malignant, model.size, str(Path(ckpt).resolve()) if ckpt else None, getattr(learn, 'epochs_done', None)
 
+def _synthesis_count(n,                # 'balance', 'all' or an int
+                     n_sources:int,    # benign training images available
+                     n_malignant:int   # real malignant training images
+                    ) -> int:          # number of images to translate
+    "How many images `n` asks for, checked against the sources."
+    if n == 'balance': k = n_sources - n_malignant
+    elif n == 'all': k = n_sources
+    elif isinstance(n, (int, np.integer)): k = int(n)
+    else: raise ValueError(f"n must be 'balance', 'all' or an int, got {n!r}")
+    if not 0 <= k <= n_sources:
+        raise ValueError(f"cannot synthesize {k} images from {n_sources} benign training images "
+                         f"(n={n!r}, n_malignant={n_malignant})")
+    return k
+
+# %% ../nbs/01_cyclegan.ipynb #d098505d
+def _write_synthetic(generator, sources, dest, size, bs, ckpt, epoch) -> pd.DataFrame:
+    "Translate `sources` with `generator` into `dest` (normalized layout + provenance); return the written rows."
+    dest = Path(dest)
+    rows = []
+    with atomic_dir(dest) as tmp:
+        (tmp/'images').mkdir()
+        for start in progress_bar(range(0, len(sources), bs), leave=False):
+            chunk = sources.iloc[start:start+bs]
+            imgs = load_domain(chunk, size, 'benign')
+            fakes = translate(generator, imgs, bs=bs)
+            for sid, fake in zip(chunk.image_id, fakes):
+                iid = f'synth_{sid}'
+                Image.fromarray(fake.permute(1, 2, 0).numpy()).save(tmp/'images'/f'{iid}.png')
+                rows.append(dict(image_id=iid, label='malignant', split='train', source='synthetic',
+                                 source_id=sid, checkpoint=ckpt, epoch=epoch))
+        table = pd.DataFrame(rows, columns=['image_id', 'label', 'split', 'source', 'source_id', 'checkpoint', 'epoch'])
+        write_csv_atomic(table[['image_id', 'label', 'split']], tmp/'labels.csv')
+        write_csv_atomic(table[['image_id', 'source_id', 'checkpoint', 'epoch']], tmp/'provenance.csv')
+    table.insert(1, 'path', [str((dest/'images'/f'{i}.png').resolve()) for i in table.image_id])
+    return table
+
+# %% ../nbs/01_cyclegan.ipynb #4a07e647
 def synthesize(learn_or_ckpt,            # trained `Learner`, `CycleGAN`, or path of a checkpoint
                benign_df:pd.DataFrame,   # tidy table: its benign rows of split 'train' are the sources
                dest,                     # output folder (normalized layout); replaced atomically
@@ -511,34 +575,11 @@ def synthesize(learn_or_ckpt,            # trained `Learner`, `CycleGAN`, or pat
     train = benign_df[benign_df.split == 'train'] if 'split' in benign_df else benign_df
     sources = train[train.label == 'benign'] if 'label' in train else train
     if n_malignant is None: n_malignant = int((train.label == 'malignant').sum()) if 'label' in train else 0
-    if n == 'balance': k = len(sources) - n_malignant
-    elif n == 'all': k = len(sources)
-    elif isinstance(n, (int, np.integer)): k = int(n)
-    else: raise ValueError(f"n must be 'balance', 'all' or an int, got {n!r}")
-    if not 0 <= k <= len(sources):
-        raise ValueError(f"cannot synthesize {k} images from {len(sources)} benign training images "
-                         f"(n={n!r}, n_malignant={n_malignant})")
+    k = _synthesis_count(n, len(sources), n_malignant)
     if k and not len(sources): raise DataError("benign domain is empty: no benign training images to translate")
     pick = np.sort(np.random.default_rng(seed).choice(len(sources), k, replace=False))
     sources = sources.iloc[pick]
-    dest = Path(dest)
-    rows = []
-    with atomic_dir(dest) as tmp:
-        (tmp/'images').mkdir()
-        for start in progress_bar(range(0, k, bs), leave=False):
-            chunk = sources.iloc[start:start+bs]
-            imgs = load_domain(chunk, model_size, 'benign')
-            fakes = translate(generator, imgs, bs=bs)
-            for sid, fake in zip(chunk.image_id, fakes):
-                iid = f'synth_{sid}'
-                Image.fromarray(fake.permute(1, 2, 0).numpy()).save(tmp/'images'/f'{iid}.png')
-                rows.append(dict(image_id=iid, label='malignant', split='train', source='synthetic',
-                                 source_id=sid, checkpoint=ckpt, epoch=epoch))
-        table = pd.DataFrame(rows, columns=['image_id', 'label', 'split', 'source', 'source_id', 'checkpoint', 'epoch'])
-        write_csv_atomic(table[['image_id', 'label', 'split']], tmp/'labels.csv')
-        write_csv_atomic(table[['image_id', 'source_id', 'checkpoint', 'epoch']], tmp/'provenance.csv')
-    table.insert(1, 'path', [str((dest/'images'/f'{i}.png').resolve()) for i in table.image_id])
-    return table
+    return _write_synthetic(generator, sources, dest, model_size, bs, ckpt, epoch)
 
 # %% ../nbs/01_cyclegan.ipynb #0780fb89
 def kernel_distance(a:np.ndarray, # features of one sample, n x d

@@ -1,5 +1,5 @@
 "Tests of the CycleGAN stage (melanet_nb.cyclegan): models, losses, image pool, exact resume, synthesis, bad input."
-import numpy as np, pandas as pd, pytest, torch
+import inspect, numpy as np, pandas as pd, pytest, torch
 from pathlib import Path
 from types import SimpleNamespace
 from PIL import Image
@@ -159,6 +159,25 @@ def test_real_isic2016_domains_train_and_synthesize(tmp_path):
     learn = train_cyclegan(benign.iloc[:4], malignant.iloc[:4], ckpt_dir=tmp_path/'ck', **{**KW, 'epochs': 1})
     out = synthesize(learn, df, tmp_path/'synth', n=2)
     assert len(out) == 2 and set(out.source_id) <= set(df.image_id[(df.split == 'train') & (df.label == 'benign')])
+
+
+def test_train_cyclegan_signature_holds_the_defaults():
+    "The pipeline reads its CycleGAN defaults from this signature; the `CycleGAN` arguments show there via @delegates."
+    params = inspect.signature(train_cyclegan).parameters
+    assert {'epochs', 'width', 'identity_weight', 'ckpt_every', 'size', 'disc_width'} <= set(params)
+    assert params['width'].default == inspect.signature(CycleGAN).parameters['width'].default
+    assert params['identity_weight'].default == 0      # the paper's objective
+    assert 'kwargs' not in params and 'identity_weight' in inspect.signature(cyclegan_learner).parameters
+
+
+def test_bad_checkpoint_files_are_named(tmp_path):
+    torch.save({'weights': 1}, checkpoint_path(tmp_path, 1))
+    (tmp_path/'cyclegan_epoch0002.pth').write_text('not a torch file')
+    with pytest.raises(DataError, match='cyclegan_epoch0001.pth: not a melanet_nb CycleGAN checkpoint'):
+        read_checkpoint(checkpoint_path(tmp_path, 1))
+    with pytest.raises(DataError, match='cyclegan_epoch0002.pth: cannot read checkpoint'): read_checkpoint(checkpoint_path(tmp_path, 2))
+    with pytest.raises(FileNotFoundError, match='checkpoint not found'): read_checkpoint(tmp_path/'missing.pth')
+    with pytest.raises(DataError, match='not a melanet_nb'): synthesize(checkpoint_path(tmp_path, 1), pd.DataFrame(), tmp_path/'s')
 
 
 def test_synthesize_from_learner_without_checkpoints(tmp_path):
