@@ -21,8 +21,7 @@ __all__ = ['CycleOutput', 'cyclegan_opt', 'CKPT_FORMAT', 'UNetGenerator', 'Patch
            'discriminator_loss', 'CycleGANLoss', 'ImagePool', 'load_domain', 'to_unit', 'from_unit', 'UnpairedImages',
            'CycleGANTrainer', 'ShowTranslations', 'checkpoint_path', 'list_checkpoints', 'save_checkpoint',
            'read_checkpoint', 'check_checkpoint_config', 'load_checkpoint', 'CycleGANCheckpoint', 'cyclegan_learner',
-           'train_cyclegan', 'translate', 'translate_cycle', 'cycle_error', 'show_translation_grid', 'synthesize',
-           'kernel_distance']
+           'train_cyclegan', 'translate', 'translate_cycle', 'cycle_error', 'show_translation_grid', 'synthesize']
 
 # %% ../nbs/01_cyclegan.ipynb #69f91957
 def _down(ni, nf, norm=True):
@@ -580,16 +579,3 @@ def synthesize(learn_or_ckpt,            # trained `Learner`, `CycleGAN`, or pat
     pick = np.sort(np.random.default_rng(seed).choice(len(sources), k, replace=False))
     sources = sources.iloc[pick]
     return _write_synthetic(generator, sources, dest, model_size, bs, ckpt, epoch)
-
-# %% ../nbs/01_cyclegan.ipynb #0780fb89
-def kernel_distance(a:np.ndarray, # features of one sample, n x d
-                    b:np.ndarray  # features of the other, m x d
-                   ) -> float:    # unbiased squared MMD; about 0 for samples of one distribution
-    "KID: unbiased squared MMD between `a` and `b` with the kernel k(x, y) = (x·y/d + 1)³."
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if len(a) < 2 or len(b) < 2: raise ValueError(f"kernel_distance needs at least 2 samples on each side, got {len(a)} and {len(b)}")
-    d = a.shape[1]
-    k = lambda x, y: (x @ y.T / d + 1) ** 3
-    kaa, kbb = k(a, a), k(b, b)
-    m, n = len(a), len(b)
-    return float((kaa.sum() - np.trace(kaa)) / (m * (m - 1)) + (kbb.sum() - np.trace(kbb)) / (n * (n - 1)) - 2 * k(a, b).mean())

@@ -185,12 +185,3 @@ def test_synthesize_from_learner_without_checkpoints(tmp_path):
     learn = train_cyclegan(df[df.label == 'benign'], df[df.label == 'malignant'], **{**KW, 'epochs': 2})
     out = synthesize(learn, df, tmp_path/'synth')
     assert len(out) == 2 and set(out.epoch) == {2} and out.checkpoint.isna().all()
-
-
-def test_kernel_distance():
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(40, 6)), rng.normal(1., 1., size=(30, 6))
-    assert kernel_distance(a, b) == pytest.approx(kernel_distance(b, a))                  # symmetric
-    assert kernel_distance(a[::-1], b[rng.permutation(30)]) == pytest.approx(kernel_distance(a, b))  # order-free
-    assert kernel_distance(a, b) > 0.5 > abs(kernel_distance(a[:20], a[20:]))
-    with pytest.raises(ValueError, match='at least 2'): kernel_distance(a, b[:1])
