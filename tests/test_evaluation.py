@@ -1,5 +1,6 @@
 """Unit tests of melanet_nb.evaluation: every metric against scikit-learn, DeLong against its O(n^2) definition, Grad-CAM
-against the closed-form CAM of a GAP + linear head, and the predictions-table contract."""
+against the closed-form CAM of a GAP + linear head, the predictions-table contract (binary and K classes), calibration,
+Grad-CAM mass inside lesion masks, and the synthesis-quality measures (KID, probe)."""
 import inspect, math
 import numpy as np, pandas as pd, pytest, torch, torch.nn as nn, torch.nn.functional as F
 from sklearn import metrics as skm
@@ -306,8 +307,8 @@ def test_neighbour_agreement():
 def test_write_evaluation(tmp_path):
     import json
     files = write_evaluation(toy_predictions(), tmp_path/'eval', reference='baseline', n_boot=100, dataset='toy')
-    assert sorted(files) == ['confusion.png', 'metric_bars.png', 'metrics.json', 'paired_tests.csv',
-                             'paper_comparison.csv', 'results.csv', 'roc.png']
+    assert sorted(files) == ['calibration.csv', 'confusion.png', 'metric_bars.png', 'metrics.json', 'paired_tests.csv',
+                             'paper_comparison.csv', 'reliability.png', 'results.csv', 'roc.png']
     saved = json.loads((tmp_path/'eval'/'metrics.json').read_text())
     assert set(saved['configs']) == {'baseline', 'melanet'} and saved['paired_tests'][0]['reference'] == 'baseline'
     assert '70.7%' in saved['note'] and saved['settings']['threshold_split'] == 'valid'
@@ -332,3 +333,338 @@ def test_write_evaluation_single_config(tmp_path):
     files = write_evaluation(preds, tmp_path, n_boot=50)
     paired = pd.read_csv(files['paired_tests.csv'])                 # header only, still readable
     assert paired.empty and list(paired.columns) == ev.PAIRED_COLUMNS
+
+# --- the predictions-table contract ---------------------------------------------------------------------------------
+from pathlib import Path
+from melanet_nb.data import DIAGNOSES, LABELS, PRED_COLUMNS, prob_columns
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def test_old_binary_table_is_upgraded():
+    old = toy_predictions()
+    new = check_predictions(old)
+    assert list(new.columns[:7]) == PRED_COLUMNS + ['prob_benign', 'prob_malignant']
+    assert (new.true_class == np.array(LABELS)[old.y]).all() and np.allclose(new.prob_benign, 1 - old.prob_malignant)
+    assert {'path', 'label'} <= set(new.columns)                                     # extra columns kept
+    pd.testing.assert_frame_equal(evaluate_predictions(old, n_boot=100), evaluate_predictions(new, n_boot=100))
+    assert not hasattr(ev, 'PRED_COLUMNS') or ev.PRED_COLUMNS is PRED_COLUMNS        # one definition, in data
+
+def three_class(n=6):
+    y = np.arange(n) % 3
+    p = np.full((n, 3), .1); p[np.arange(n), y] = .8
+    return pd.DataFrame(dict(config='m', image_id=[f'i{i}' for i in range(n)], split='test', true_class=np.array(DIAGNOSES)[y],
+                             y=y, **dict(zip(prob_columns(DIAGNOSES), p.T))))
+
+@pytest.mark.parametrize('mutate, msg', [
+    (lambda d: d.drop(columns='true_class'), "lacks column(s) ['true_class']"),
+    (lambda d: d.drop(columns=prob_columns(DIAGNOSES)), "lacks column(s) ['prob_<class> (one per class)']"),
+    (lambda d: d.assign(prob_nevus=d.prob_nevus + .2), 'row(s) whose probabilities do not sum to 1'),
+    (lambda d: d.assign(prob_nevus=np.r_[np.nan, d.prob_nevus[1:]]), "config 'm': 1 probabilities are NaN"),
+    (lambda d: d.assign(prob_nevus=np.r_[-.1, d.prob_nevus[1:]]), "1 probabilities are outside [0, 1]"),
+    (lambda d: d.assign(y=(d.y + 1) % 3), 'y disagrees with true_class in 6 row(s)'),
+    (lambda d: d.assign(y=d.y + 0.5), 'y must be a class index 0..2'),
+    (lambda d: d.assign(true_class='mole'), "true_class value(s) ['mole']"),
+    (lambda d: pd.concat([d, d.iloc[[2]]]), '1 duplicate prediction row(s), e.g. config='),
+    (lambda d: d.drop(columns=['prob_melanoma', 'prob_seborrheic_keratosis']).assign(prob_nevus=1.), 'at least 2'),
+])
+def test_check_predictions_refuses(mutate, msg):
+    with pytest.raises(MetricInputError) as e: check_predictions(mutate(three_class()))
+    assert msg in str(e.value)
+
+def test_committed_results_unchanged():
+    "The binary metrics of a committed run, recomputed from its predictions.csv, equal its committed results.csv."
+    folder = ROOT/'results'/'isic2016'
+    if not (folder/'results.csv').is_file(): pytest.skip('no committed results (installed package)')
+    preds = pd.read_csv(folder/'predictions.csv', dtype={'image_id': str})
+    ours, theirs = evaluate_predictions(preds, n_boot=2000, seed=42), pd.read_csv(folder/'results.csv')
+    pd.testing.assert_frame_equal(ours, theirs, check_dtype=False, rtol=1e-12)
+    paired = compare_configs(preds, reference='baseline', n_boot=2000, seed=42)
+    pd.testing.assert_frame_equal(paired, pd.read_csv(folder/'paired_tests.csv'), check_dtype=False, rtol=1e-12)
+
+# --- K classes ------------------------------------------------------------------------------------------------------
+def multiclass_predictions(n_test=240, n_valid=120, seed=0, strengths=(0.6, 1.5), sharpen=1.0):
+    r = np.random.default_rng(seed); rows = []
+    for split, n in [('valid', n_valid), ('test', n_test)]:
+        y = r.choice(3, n, p=[.6, .25, .15]); latent = r.normal(0, 1, (n, 3))
+        for cfg, s in zip(['baseline', 'melanet'], strengths):
+            logits = sharpen * (2 * s * np.eye(3)[y] + latent + r.normal(0, 1, (n, 3)))
+            p = np.exp(logits - logits.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
+            rows.append(pd.DataFrame(dict(config=cfg, image_id=[f'{split}{i}' for i in range(n)], split=split,
+                                          true_class=np.array(DIAGNOSES)[y], y=y, **dict(zip(prob_columns(DIAGNOSES), p.T)))))
+    return pd.concat(rows, ignore_index=True)
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_multiclass_metrics_match_sklearn(seed):
+    d = multiclass_predictions(seed=seed).query("config == 'baseline' and split == 'test'")
+    y, p = d.y.values, d[prob_columns(DIAGNOSES)].values; pred = p.argmax(1)
+    summary, per_class, cm = multiclass_metrics(y, p, DIAGNOSES, n_boot=200, seed=seed)
+    assert (cm.values == skm.confusion_matrix(y, pred)).all() and list(cm.index) == DIAGNOSES == list(cm.columns)
+    assert np.allclose(per_class.sensitivity, skm.recall_score(y, pred, average=None))
+    assert np.allclose(per_class.precision, skm.precision_score(y, pred, average=None))
+    assert np.allclose(per_class.f1, skm.f1_score(y, pred, average=None))
+    assert np.allclose(per_class.specificity, [skm.recall_score(y == k, pred == k, pos_label=False) for k in range(3)])
+    assert np.allclose(per_class.auc, [skm.roc_auc_score(y == k, p[:, k]) for k in range(3)])
+    assert (per_class.auc_ci_low < per_class.auc).all() and (per_class.auc < per_class.auc_ci_high).all()
+    assert summary['accuracy'] == pytest.approx(skm.accuracy_score(y, pred))
+    assert summary['balanced_accuracy'] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert summary['macro_f1'] == pytest.approx(skm.f1_score(y, pred, average='macro'))
+    assert summary['weighted_f1'] == pytest.approx(skm.f1_score(y, pred, average='weighted'))
+    assert summary['macro_auc'] == pytest.approx(np.mean([skm.roc_auc_score(y == k, p[:, k]) for k in range(3)]))
+    assert summary['melanoma_auc'] == pytest.approx(skm.roc_auc_score(y == 1, p[:, 1]))
+    assert summary['melanoma_auc_se_delong'] == pytest.approx(delong_auc_se(y == 1, p[:, 1]))
+    assert [summary[f'n_{c}'] for c in DIAGNOSES] == list(np.bincount(y, minlength=3))
+
+def test_multiclass_refuses():
+    d = multiclass_predictions().query("config == 'baseline' and split == 'test'")
+    y, p = d.y.values, d[prob_columns(DIAGNOSES)].values
+    with pytest.raises(MetricInputError, match=r"class\(es\) \['seborrheic_keratosis'\] absent"): multiclass_metrics(y[y < 2], p[y < 2], DIAGNOSES)
+    with pytest.raises(MetricInputError, match='do not sum to 1'): multiclass_metrics(y, p * .9, DIAGNOSES)
+    with pytest.raises(MetricInputError, match='class indices'): multiclass_metrics(y + 1, p, DIAGNOSES)
+    with pytest.raises(MetricInputError, match='length mismatch'): multiclass_metrics(y[1:], p, DIAGNOSES)
+    assert 'melanoma_auc' not in multiclass_metrics(y, p, ['a', 'b', 'c'], n_boot=20)[0]
+
+def test_evaluate_predictions_dispatches_on_k():
+    preds = multiclass_predictions()
+    m = evaluate_predictions(preds, n_boot=200).set_index('config')
+    pc = per_class_metrics(preds, n_boot=200)
+    assert list(m.index) == ['baseline', 'melanet'] and len(pc) == 6
+    assert list(pc.columns[:10]) == ['config', 'class', 'n', 'sensitivity', 'specificity', 'precision', 'f1', 'auc', 'auc_ci_low', 'auc_ci_high']
+    for cfg in m.index:
+        te = preds.query("config == @cfg and split == 'test'"); va = preds.query("config == @cfg and split == 'valid'")
+        cols = prob_columns(DIAGNOSES)
+        assert m.loc[cfg, 'balanced_accuracy'] == pytest.approx(skm.balanced_accuracy_score(te.y, te[cols].values.argmax(1)))
+        assert m.loc[cfg, 'valid_balanced_accuracy'] == pytest.approx(skm.balanced_accuracy_score(va.y, va[cols].values.argmax(1)))
+        got = pc[pc.config == cfg].set_index('class')
+        assert np.allclose(got.loc[DIAGNOSES, 'sensitivity'], skm.recall_score(te.y, te[cols].values.argmax(1), average=None))
+    assert m.loc['melanet', 'balanced_accuracy'] > m.loc['baseline', 'balanced_accuracy']
+    assert evaluate_predictions(preds[preds.split == 'test'], n_boot=50).valid_balanced_accuracy.isna().all()   # valid optional
+
+def test_paired_bootstrap_bacc():
+    preds = multiclass_predictions(seed=3).query("split == 'test'")
+    y = preds[preds.config == 'baseline'].y.values
+    pa, pb = (preds[preds.config == c][prob_columns(DIAGNOSES)].values.argmax(1) for c in ['melanet', 'baseline'])
+    idx = next(ev._stratified_resamples(y, 4, 0, classes=np.unique(y)))
+    assert np.allclose(ev._bacc_rows(y, pa, idx), [skm.balanced_accuracy_score(y[i], pa[i]) for i in idx])
+    b = paired_bootstrap_bacc(y, pa, pb, n_boot=1000, seed=0)
+    assert b['bacc_diff'] == pytest.approx(skm.balanced_accuracy_score(y, pa) - skm.balanced_accuracy_score(y, pb))
+    assert b['ci_low'] < b['bacc_diff'] < b['ci_high'] and 0 <= b['p_value'] <= 1
+    assert paired_bootstrap_bacc(y, pa, pb, n_boot=300, seed=1) == paired_bootstrap_bacc(y, pa, pb, n_boot=300, seed=1)
+    same = paired_bootstrap_bacc(y, pa, pa, n_boot=100)
+    assert (same['bacc_diff'], same['ci_low'], same['ci_high'], same['p_value']) == (0, 0, 0, 1)
+
+def test_compare_configs_multiclass():
+    preds = multiclass_predictions()
+    c = compare_configs(preds, reference='baseline', n_boot=300)
+    assert list(c.columns) == ev.PAIRED_COLUMNS_MULTICLASS and len(c) == 1
+    te = preds[preds.split == 'test']
+    a, b = (te[te.config == k] for k in ['melanet', 'baseline'])
+    d = delong_test(a.y.values == 1, a.prob_melanoma.values, b.prob_melanoma.values)
+    assert c.delong_p[0] == pytest.approx(d['p_value']) and c.melanoma_auc_diff[0] == pytest.approx(d['auc_diff'])
+    assert c.bacc_diff[0] == pytest.approx(skm.balanced_accuracy_score(a.y, a[prob_columns(DIAGNOSES)].values.argmax(1))
+                                           - skm.balanced_accuracy_score(b.y, b[prob_columns(DIAGNOSES)].values.argmax(1)))
+
+def test_compare_with_thesis():
+    preds = multiclass_predictions()
+    t = compare_with_thesis(evaluate_predictions(preds, n_boot=50), per_class_metrics(preds, n_boot=50), dataset='toy')
+    thesis = t[t.source == ev.THESIS_SOURCE].set_index('split')
+    assert thesis.loc['official test (600)', ['balanced_accuracy_pct', 'sensitivity_melanoma_pct',
+                                              'sensitivity_seborrheic_keratosis_pct', 'sensitivity_nevus_pct']].tolist() == [64.1, 58.1, 55.2, 78.9]
+    assert len(t) == 4 and set(t.source) == {ev.THESIS_SOURCE, 'toy'}
+
+# --- calibration ----------------------------------------------------------------------------------------------------
+def test_brier_ece_nll():
+    y, p = np.array([1, 0, 0, 1]), np.array([.9, .9, .4, .6])
+    assert brier_score(y, p) == pytest.approx(skm.brier_score_loss(y, p))
+    assert brier_score(y, np.column_stack([1 - p, p])) == pytest.approx(2 * skm.brier_score_loss(y, p))   # K-class convention
+    assert expected_calibration_error(y, p) == pytest.approx(0.4)                    # bins: 0.9 (1 of 2 right), 0.6 (2 of 2)
+    assert log_loss(y, p) == pytest.approx(skm.log_loss(y, p))
+    d = multiclass_predictions().query("config == 'baseline' and split == 'test'")
+    y3, p3 = d.y.values, d[prob_columns(DIAGNOSES)].values
+    assert log_loss(y3, p3) == pytest.approx(skm.log_loss(y3, p3))
+    conf, right = p3.max(1), p3.argmax(1) == y3                                        # ECE by an explicit loop over bins
+    edges, ece = np.linspace(0, 1, 16), 0.
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inb = (conf > lo) & (conf <= hi)
+        if inb.any(): ece += inb.mean() * abs(right[inb].mean() - conf[inb].mean())
+    assert expected_calibration_error(y3, p3) == pytest.approx(ece)
+    t = reliability_table(y3, p3)
+    assert len(t) == ev.ECE_BINS and t.n.sum() == len(y3)
+
+def test_fit_temperature():
+    r = np.random.default_rng(0)
+    z = r.normal(0, 2, (5000, 3)); p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = (r.random(5000)[:, None] > p.cumsum(1)).sum(1)                                 # labels drawn from p: calibrated
+    assert fit_temperature(p, y) == pytest.approx(1, abs=0.06)
+    over = p ** 2.5 / (p ** 2.5).sum(1, keepdims=True)
+    t = fit_temperature(over, y)
+    assert t > 1 and t == pytest.approx(2.5, abs=0.2)
+    assert np.allclose(apply_temperature(over, 2.5), p) and (apply_temperature(over, t).argmax(1) == over.argmax(1)).all()
+    pb = r.uniform(.01, .99, 300); yb = (r.random(300) < pb).astype(int)               # binary 1-D input
+    assert fit_temperature(pb, yb) == pytest.approx(fit_temperature(np.column_stack([1 - pb, pb]), yb))
+    assert apply_temperature(pb, 2.).shape == (300,)
+    with pytest.raises(MetricInputError, match='temperature must be > 0'): apply_temperature(p, 0)
+
+def test_calibration_table_never_reads_test_rows():
+    preds = multiclass_predictions(sharpen=3.)
+    cal = calibration_table(preds)
+    scaled, raw = (cal[cal.probabilities == k].set_index('config') for k in ['temperature scaled', 'raw'])
+    assert (scaled.temperature > 1.5).all() and (scaled.nll < raw.nll).all() and (scaled.accuracy == raw.accuracy).all()
+    corrupted = preds.copy(); te = corrupted.split == 'test'
+    corrupted.loc[te, prob_columns(DIAGNOSES)] = np.roll(corrupted.loc[te, prob_columns(DIAGNOSES)].values, 1, axis=1)
+    assert calibration_table(corrupted).temperature.tolist() == cal.temperature.tolist()
+    va = preds.query("config == 'melanet' and split == 'valid'")
+    assert scaled.loc['melanet', 'temperature'] == pytest.approx(fit_temperature(va[prob_columns(DIAGNOSES)].values, va.y.values))
+    with pytest.raises(MetricInputError, match='another split'): calibration_table(preds, select_split='test')
+    binary = calibration_table(toy_predictions())
+    te = toy_predictions().query("config == 'baseline' and split == 'test'")
+    assert binary.brier.iloc[0] == pytest.approx(skm.brier_score_loss(te.y, te.prob_malignant))
+
+# --- Grad-CAM with K classes, and inside the lesion mask -------------------------------------------------------------
+def test_gradcam_predicted_class_three_classes():
+    torch.manual_seed(0)
+    model = TinyGap(); model.head = nn.Linear(6, 3)
+    x = torch.randn(4, 3, 12, 12)
+    maps, probs = gradcam(model, x, target='predicted', upsample=False, normalize=False, prob_of=None)
+    with torch.no_grad(): acts, logits = model.eval().body(x), model(x)
+    assert torch.allclose(probs, logits.softmax(1), atol=1e-6)
+    for i, c in enumerate(logits.argmax(1).tolist()):
+        others = [j for j in range(3) if j != c]
+        w = model.head.weight[c] - logits[i, others].softmax(0) @ model.head.weight[others]
+        assert torch.allclose(maps[i], F.relu(torch.einsum('k,khw->hw', w, acts[i])) / acts[0, 0].numel(), atol=1e-6)
+    with pytest.raises(ValueError, match='target must be'): gradcam(model, x, target='best')
+
+def test_malignant_cases_three_classes():
+    preds = multiclass_predictions()
+    caught, missed = malignant_cases(preds, 'melanet', n=3)
+    cols = prob_columns(DIAGNOSES)
+    assert (caught.true_class == 'melanoma').all() and (caught[cols].values.argmax(1) == 1).all()
+    assert (missed[cols].values.argmax(1) != 1).all() and caught.prob_melanoma.is_monotonic_decreasing
+    c2, _ = malignant_cases(toy_predictions(), 'melanet', threshold=0.3)
+    assert (c2.prob_malignant >= 0.3).all() and (c2.y == 1).all()
+
+def test_cam_mask_share():
+    cam = np.zeros((4, 4)); cam[:2, :2] = 1; cam[3, 3] = 2
+    mask = np.zeros((4, 4), np.uint8); mask[:2, :2] = 255
+    assert cam_mask_share(cam, mask) == pytest.approx(4 / 6)
+    assert cam_mask_share(np.ones((4, 4)), mask > 0) == pytest.approx(0.25)
+    assert math.isnan(cam_mask_share(np.zeros((4, 4)), mask))
+    with pytest.raises(MetricInputError, match='differ in shape'): cam_mask_share(cam, mask[:2])
+
+class RedFinder(nn.Module):
+    "Known Grad-CAM: channel 0 fires on red pixels (of ImageNet-normalized input) and votes malignant; channel 1 is 1."
+    def __init__(self, malignant_bias=1.5):
+        super().__init__()
+        conv = nn.Conv2d(3, 2, 1)
+        with torch.no_grad():
+            conv.weight.zero_(); conv.weight[0, 0, 0, 0], conv.weight[0, 1, 0, 0] = 1., -1.; conv.bias.copy_(torch.tensor([-1., 1.]))
+        self.body = nn.Sequential(conv, nn.ReLU())
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(2, 2)
+        with torch.no_grad(): self.head.weight.copy_(torch.tensor([[0., 1.], [1., 0.]])); self.head.bias.copy_(torch.tensor([0., malignant_bias]))
+    def forward(self, x): return self.head(self.pool(self.body(x)))
+
+def red_square_table(folder, side=32):
+    from PIL import Image
+    specs = [('whole', (side, side), (8, 8, 24, 24), (8, 8, 24, 24)), ('half', (side, side), (8, 8, 24, 24), (8, 8, 16, 24)),
+             ('wide', (side, side * 3 // 4), (16, 4, 28, 16), (16, 4, 28, 16)), ('black', (side, side), None, (8, 8, 24, 24)),
+             ('nomask', (side, side), (8, 8, 24, 24), None)]
+    rows = []
+    for i, (name, wh, square, lesion) in enumerate(specs):
+        img, mask = np.zeros((wh[1], wh[0], 3), np.uint8), np.zeros((wh[1], wh[0]), np.uint8)
+        if square: img[square[1]:square[3], square[0]:square[2], 0] = 255
+        if lesion: mask[lesion[1]:lesion[3], lesion[0]:lesion[2]] = 255
+        Image.fromarray(img).save(folder/f'{name}.png'); Image.fromarray(mask).save(folder/f'{name}_mask.png')
+        rows.append(dict(image_id=name, path=str(folder/f'{name}.png'), mask=str(folder/f'{name}_mask.png') if lesion else np.nan,
+                         label=['benign', 'malignant'][i % 2], split='valid' if i % 2 else 'train'))
+    return pd.DataFrame(rows)
+
+def test_lesion_attention_known_cam(tmp_path):
+    from fastai.vision.all import Learner, CrossEntropyLossFlat
+    from melanet_nb.data import melanet_dls
+    table = red_square_table(tmp_path)
+    learn = Learner(melanet_dls(table, size=32, bs=4), RedFinder(), loss_func=CrossEntropyLossFlat())
+    a = lesion_attention(learn, table, bs=2).set_index('image_id')
+    assert list(a.index) == list(table.image_id)
+    assert a.loc['whole', 'cam_in_mask_share'] == pytest.approx(1) and a.loc['whole', 'mask_area_share'] == pytest.approx(0.25)
+    assert a.loc['half', 'cam_in_mask_share'] == pytest.approx(0.5) and a.loc['half', 'mask_area_share'] == pytest.approx(0.125)
+    assert a.loc['wide', 'cam_in_mask_share'] == pytest.approx(1)                    # padding: image and mask stay aligned
+    assert a.loc['black', 'empty_map'] and math.isnan(a.loc['black', 'cam_in_mask_share'])
+    assert not a.loc['nomask', 'has_mask'] and math.isnan(a.loc['nomask', 'mask_area_share'])
+    assert set(a.predicted_class.dropna()) == {'malignant'} == set(a.explained_class.dropna())
+    benign = Learner(learn.dls, RedFinder(malignant_bias=-5.), loss_func=CrossEntropyLossFlat())
+    b = lesion_attention(benign, table).set_index('image_id')                        # predicted benign: the complement
+    assert b.loc['whole', 'cam_in_mask_share'] == pytest.approx(0) and b.loc['whole', 'explained_class'] == 'benign'
+    fixed = lesion_attention(benign, table, target='malignant').set_index('image_id')  # a fixed class instead
+    assert fixed.loc['whole', 'cam_in_mask_share'] == pytest.approx(1)
+    s = summarize_lesion_attention(pd.concat([a.reset_index().assign(config='red'), b.reset_index().assign(config='benign')])).set_index('config')
+    assert s.loc['red', ['n', 'n_empty_maps', 'n_no_mask']].tolist() == [3, 1, 1] and s.loc['red', 'share_above_chance'] == 1
+    assert s.loc['benign', 'n'] == 4 and s.loc['benign', 'median_cam_in_mask_share'] == pytest.approx(0)
+    assert summarize_lesion_attention(a.reset_index()).config.tolist() == ['model']
+    with pytest.raises(MetricInputError, match=r"needs column\(s\) \['mask'\]"): lesion_attention(learn, table.drop(columns='mask'))
+
+def test_learner_gradcam_class_names(tmp_path):
+    from fastai.vision.all import Learner, CrossEntropyLossFlat
+    from melanet_nb.data import melanet_dls
+    table = red_square_table(tmp_path)
+    learn = Learner(melanet_dls(table, size=32, bs=4), RedFinder(), loss_func=CrossEntropyLossFlat())
+    _, maps_name, p_name = learner_gradcam(learn, table, target='malignant')
+    _, maps_idx, p_idx = learner_gradcam(learn, table, target=1)
+    assert np.allclose(maps_name, maps_idx) and np.allclose(p_name, p_idx)
+    _, _, p_benign = learner_gradcam(learn, table, prob_of='benign')
+    assert np.allclose(p_benign, 1 - p_idx, atol=1e-6)
+    with pytest.raises(MetricInputError, match="class 'mole' not in"): learner_gradcam(learn, table, target='mole')
+
+# --- synthesis quality ----------------------------------------------------------------------------------------------
+def test_kernel_distance():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 6)), rng.normal(1., 1., size=(30, 6))
+    assert kernel_distance(a, b) == pytest.approx(kernel_distance(b, a))                  # symmetric
+    assert kernel_distance(a[::-1], b[rng.permutation(30)]) == pytest.approx(kernel_distance(a, b))  # order-free
+    assert kernel_distance(a, b) > 0.5 > abs(kernel_distance(a[:20], a[20:]))
+    with pytest.raises(ValueError, match='at least 2'): kernel_distance(a, b[:1])
+
+def test_synthesis_quality_known_answers():
+    r = np.random.default_rng(0)
+    benign, malignant = r.normal(0, 1, (200, 16)), r.normal(1, 1, (100, 16))
+    sources = benign[:60]
+    good = synthesis_quality(benign, malignant, r.normal(1, 1, (60, 16)), sources=sources, seed=0)
+    bad = synthesis_quality(benign, malignant, r.normal(0, 1, (60, 16)), sources=sources, seed=0)
+    assert good['probe_cv_auc'] > 0.95 and good['real_malignant_called_malignant_cv'] > 0.9 > 0.1 > good['real_benign_called_malignant_cv']
+    assert good['kid_synthetic_vs_malignant'] < 0.2 * good['kid_benign_vs_malignant']
+    assert abs(good['kid_malignant_halves']) < 0.2 * good['kid_benign_vs_malignant']
+    assert good['synthetic_called_malignant'] > 0.9 and good['sources_called_malignant'] < 0.1
+    assert good['n_sources_in_probe_training'] == 60
+    assert bad['kid_gap_closed'] < 0.2 and bad['synthetic_called_malignant'] < 0.1
+    assert synthesis_quality(benign, malignant, malignant[:10], seed=0) == synthesis_quality(benign, malignant, malignant[:10], seed=0)
+    import json; json.dumps(good)                                                          # plain numbers only
+    with pytest.raises(MetricInputError, match='one width'): synthesis_quality(benign, malignant[:, :8], malignant)
+
+def test_frozen_features(tmp_path):
+    from PIL import Image
+    paths = []
+    for i in range(3):
+        p = tmp_path/f'{i}.png'; Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(p); paths.append(p)
+    f = frozen_features(paths, size=32, bs=2)
+    assert f.shape == (3, 1280) and np.isfinite(f).all()
+    assert np.allclose(frozen_features(paths[:1], size=32), f[:1], atol=1e-5)
+    assert frozen_features([], size=32).shape == (0, 1280)
+
+# --- files for K classes --------------------------------------------------------------------------------------------
+def test_write_evaluation_multiclass(tmp_path):
+    import json
+    preds = multiclass_predictions()
+    attention = pd.DataFrame(dict(config='melanet', image_id=['a', 'b', 'c'], cam_in_mask_share=[.8, np.nan, .2],
+                                  mask_area_share=[.3, .3, np.nan], empty_map=[False, True, False], has_mask=[True, True, False]))
+    files = write_evaluation(preds, tmp_path/'eval', reference='baseline', n_boot=100, dataset='toy', lesion_attention=attention)
+    assert sorted(files) == ['calibration.csv', 'confusion.png', 'confusion_baseline.csv', 'confusion_melanet.csv',
+                             'lesion_attention.csv', 'lesion_attention_summary.csv', 'metrics.json', 'paired_tests.csv',
+                             'paper_comparison.csv', 'per_class.csv', 'reliability.png', 'results.csv', 'roc.png']
+    saved = json.loads((tmp_path/'eval'/'metrics.json').read_text())
+    assert saved['settings']['classes'] == DIAGNOSES and saved['settings']['decision'] == 'argmax'
+    assert saved['lesion_attention'][0]['n'] == 1 and saved['lesion_attention'][0]['n_empty_maps'] == 1
+    cm = pd.read_csv(tmp_path/'eval'/'confusion_melanet.csv').set_index('true')
+    te = preds.query("config == 'melanet' and split == 'test'")
+    assert (cm.loc[DIAGNOSES, DIAGNOSES].values == skm.confusion_matrix(te.y, te[prob_columns(DIAGNOSES)].values.argmax(1))).all()
+    assert len(pd.read_csv(tmp_path/'eval'/'per_class.csv')) == 6
+    assert not [p for p in (tmp_path/'eval').iterdir() if '.tmp' in p.name]
+    import matplotlib.pyplot as plt; plt.close('all')
