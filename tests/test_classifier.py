@@ -1,15 +1,19 @@
-"Tests of melanet_nb.classifier: weights really loaded, focal loss by hand, layer groups, export/predict in a fresh process."
+"Tests of melanet_nb.classifier: weights really loaded, losses by hand, K-class heads, export/predict in a fresh process."
 import json, os, subprocess, sys, textwrap
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch, torch.nn.functional as F
 from PIL import Image
 
 torch.set_num_threads(1)
-from melanet_nb.data import LABELS, DataError, add_valid_split, demo_data, draw_lesion, read_dataset, read_normalized, write_labels
+from melanet_nb import data
+from melanet_nb.data import (LABELS, DIAGNOSES, MALIGNANT_DIAGNOSES, PRED_COLUMNS, DataError, add_valid_split, demo_data,
+                             draw_lesion, prob_columns, prediction_vocab, read_dataset, read_normalized, write_labels)
 from melanet_nb import classifier as clf
-from melanet_nb.classifier import (FocalLoss, UniformAlphaFocalLoss, GapClassifier, TimmBody, WeightMappingError,
-                                   create_classifier, gap_splitter, map_state_dict_by_position, effnet_lite0_weights_file,
-                                   augment_offline, run_experiments, predict, summarize, PRED_COLUMNS)
+from melanet_nb.classifier import (FocalLoss, UniformAlphaFocalLoss, WeightedCrossEntropy, GapClassifier, TimmBody,
+                                   WeightMappingError, LOSSES, SELECT_METRIC, class_weights, make_loss, create_classifier,
+                                   gap_splitter, map_state_dict_by_position, effnet_lite0_weights_file, augment_offline,
+                                   read_augmented, training_table, melanet_learner, run_experiments, predict, predict_proba,
+                                   load_classifier)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent/'shared'/'data'
@@ -96,6 +100,82 @@ def test_focal_loss_gamma0_is_alpha_weighted_ce():
     # the Keras variant's alpha only scales the loss
     torch.testing.assert_close(UniformAlphaFocalLoss(alpha=0.25)(lg, y), 0.25 * UniformAlphaFocalLoss(alpha=1.)(lg, y))
 
+def test_binary_focal_loss_is_the_paper_formula_on_random_logits():
+    "The N-class FocalLoss with the binary float alpha gives exactly the pre-N-class formula of eq. (6)."
+    torch.manual_seed(2)
+    lg, y = torch.randn(500, 2) * 4, torch.randint(0, 2, (500,))
+    for alpha, gamma in [(0.25, 2.), (0.6, 0.5), (0., 3.)]:
+        logp_t = F.log_softmax(lg, -1).gather(-1, y.view(-1, 1)).squeeze(-1)
+        paper = -torch.where(y == 1, alpha, 1 - alpha) * (1 - logp_t.exp()) ** gamma * logp_t
+        torch.testing.assert_close(FocalLoss(alpha, gamma, reduction='none')(lg, y), paper, atol=1e-6, rtol=0)
+        torch.testing.assert_close(FocalLoss([1 - alpha, alpha], gamma, reduction='none')(lg, y), paper, atol=1e-6, rtol=0)
+
+def test_focal_loss_alpha_vector():
+    lg = torch.tensor([[0., np.log(3), 0.]] * 3, dtype=torch.float32)   # probabilities 0.2, 0.6, 0.2
+    y = torch.tensor([0, 1, 2])
+    alpha = [0.2, 0.3, 0.5]
+    pt = np.array([0.2, 0.6, 0.2])
+    expected = -np.array(alpha) * (1 - pt) ** 2 * np.log(pt)
+    np.testing.assert_allclose(FocalLoss(alpha, reduction='none')(lg, y).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(FocalLoss(torch.tensor(alpha))(lg, y).item(), expected.mean(), rtol=1e-5)
+    np.testing.assert_allclose(FocalLoss(None, reduction='none')(lg, y).numpy(), expected / alpha, rtol=1e-5)
+    with pytest.raises(ValueError, match='only fits 2 classes, but the logits have 3'): FocalLoss(0.25)(lg, y)
+    with pytest.raises(ValueError, match='2 per-class weights, but the logits have 3'): FocalLoss([0.5, 0.5])(lg, y)
+    with pytest.raises(ValueError, match='finite and >= 0'): FocalLoss([0.5, -1., 0.5])
+
+def test_weighted_cross_entropy_by_hand():
+    lg = torch.tensor([[0., np.log(3), 0.]] * 3, dtype=torch.float32)
+    y = torch.tensor([0, 1, 2])
+    w = [0.5, 2., 4.]
+    expected = [-0.5 * np.log(0.2), -2 * np.log(0.6), -4 * np.log(0.2)]   # 0.8047190, 1.0216512, 6.4377516
+    np.testing.assert_allclose(WeightedCrossEntropy(w, reduction='none')(lg, y).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(WeightedCrossEntropy(w)(lg, y).item(), np.mean(expected), rtol=1e-6)    # mean, not sum/Σw
+    np.testing.assert_allclose(WeightedCrossEntropy(w, reduction='sum')(lg, y).item(), np.sum(expected), rtol=1e-6)
+    torch.testing.assert_close(WeightedCrossEntropy()(lg, y), F.cross_entropy(lg, y))
+    assert torch.equal(WeightedCrossEntropy(w).activation(lg), F.softmax(lg, -1))
+    assert WeightedCrossEntropy(w).decodes(lg).tolist() == [1, 1, 1]
+
+def test_class_weights_are_the_thesis_weights():
+    targets = ['nevus'] * 1372 + ['melanoma'] * 374 + ['seborrheic_keratosis'] * 254   # ISIC-2017 training set
+    w = class_weights(targets, DIAGNOSES)
+    np.testing.assert_allclose(w.numpy(), [2000 / (3 * 1372), 2000 / (3 * 374), 2000 / (3 * 254)], rtol=1e-6)
+    np.testing.assert_allclose(w.numpy(), [0.486, 1.783, 2.625], atol=1e-3)   # as printed in the thesis
+    assert class_weights(['benign', 'malignant', 'benign', 'benign'], LABELS).tolist() == pytest.approx([4 / 6, 2.])
+    with pytest.raises(DataError, match=r"no training image of class\(es\) \['melanoma'\]"):
+        class_weights(['nevus', 'seborrheic_keratosis'], DIAGNOSES)
+    with pytest.raises(DataError, match='not in the vocab'): class_weights(['nevus', 'lentigo'], ['nevus'])
+
+def test_make_loss():
+    assert LOSSES == ('focal', 'focal_keras', 'weighted_ce', 'ce')
+    binary, multi = make_loss('focal', vocab=LABELS), make_loss('focal', vocab=DIAGNOSES)
+    assert isinstance(binary, FocalLoss) and binary.alpha == 0.25 and binary.gamma == 2
+    assert isinstance(multi, FocalLoss) and multi.alpha is None
+    assert make_loss().alpha == 0.25                                   # default vocab: binary
+    assert isinstance(make_loss('focal_keras'), UniformAlphaFocalLoss)
+    assert make_loss('ce').weight is None
+    wce = make_loss('weighted_ce', ['nevus', 'nevus', 'melanoma', 'seborrheic_keratosis'], DIAGNOSES)
+    assert wce.weight == pytest.approx((4 / 6, 4 / 3, 4 / 3))
+    with pytest.raises(ValueError, match='needs `targets`'): make_loss('weighted_ce', vocab=DIAGNOSES)
+    with pytest.raises(ValueError, match="unknown loss 'dice'"): make_loss('dice')
+    own = FocalLoss(gamma=0.)
+    assert make_loss(own) is own
+
+def test_learner_has_one_output_per_class_and_k_class_metrics():
+    from fastai.vision.all import DataLoaders, TensorCategory
+    from torch.utils.data import TensorDataset
+    for vocab, metrics in [(LABELS, [SELECT_METRIC, 'recall_score']), (DIAGNOSES, [SELECT_METRIC, 'balanced_accuracy_score'])]:
+        x, y = torch.randn(6, 3, 32, 32), TensorCategory(torch.arange(6) % len(vocab))
+        dls = DataLoaders.from_dsets(TensorDataset(x, y), TensorDataset(x, y), bs=3); dls.vocab = vocab
+        learn = melanet_learner(dls, pretrained=False)
+        assert learn.model.head.out_features == len(vocab)
+        assert [m.name for m in learn.metrics] == metrics
+    assert learn.loss_func.alpha is None   # the K-class default focal loss has no alpha
+
+def test_removed_names_are_gone():
+    for name in ['youden_threshold', 'summarize', 'isic_experiment']: assert not hasattr(clf, name), name
+    assert clf.CONFIGS is data.CONFIGS and clf.PRED_COLUMNS is data.PRED_COLUMNS   # one definition, in data
+    assert not {'CONFIGS', 'PRED_COLUMNS'} & set(clf.__all__)
+
 
 # --- data-backed pieces --------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
@@ -130,7 +210,9 @@ def trained(small_table, tmp_path_factory):
 
 def test_run_experiments_predictions_table(trained, small_table):
     preds, _ = trained
-    assert list(preds.columns) == PRED_COLUMNS
+    assert list(preds.columns[:len(PRED_COLUMNS) + 2]) == PRED_COLUMNS + prob_columns(LABELS)
+    assert {'path', 'label'} <= set(preds.columns) and preds.attrs['vocab'] == LABELS and preds.attrs['loss'] == 'focal'
+    assert (preds.true_class == preds.label).all() and np.allclose(preds.prob_benign + preds.prob_malignant, 1, atol=1e-5)
     n_eval = small_table.split.isin(['valid', 'test']).sum()
     assert preds.groupby('config').size().to_dict() == {'baseline': n_eval, 'augment5x': n_eval, 'melanet': n_eval}
     for c in ['augment5x', 'melanet']:   # every configuration is evaluated on the same original images
@@ -139,8 +221,6 @@ def test_run_experiments_predictions_table(trained, small_table):
     assert (preds.y == (preds.label == 'malignant')).all()
     log = {r['config']: r['n_train'] for r in preds.attrs['log']}
     assert log['melanet'] == log['baseline'] + 6 and log['augment5x'] == 6 * log['baseline']
-    s = summarize(preds, 'valid')
-    assert {'auc', 'sensitivity', 'npv'} <= set(s.columns)
 
 def test_predict_from_a_fresh_process(trained):
     "One new interpreter: load the export, predict good images (same numbers), then fail by name on bad ones."
@@ -166,6 +246,69 @@ def test_predict_rejects_bad_images_in_process(trained, tmp_path):
     _, work = trained
     bad = tmp_path/'empty.png'; bad.write_bytes(b'')
     with pytest.raises(DataError, match='empty.png: cannot decode image'): predict(work/'runs'/'baseline.pkl', [bad])
+
+
+# --- three classes: the diagnosis target ------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def diagnosis_table():
+    "A few demo images per diagnosis and split (the demo data has nevi, melanomas and seborrheic keratoses)."
+    tbl = add_valid_split(read_dataset(demo_data()), seed=0)
+    n = {'train': 6, 'valid': 3, 'test': 3}   # per diagnosis
+    return pd.concat([g.groupby('diagnosis').head(n[s]) for s, g in tbl.groupby('split')], ignore_index=True)
+
+@pytest.fixture(scope='module')
+def trained3(diagnosis_table, tmp_path_factory):
+    "Baseline and melanet (synthetic malignant lesions without a diagnosis), 3 classes, weighted CE, one epoch at 32 px."
+    work = tmp_path_factory.mktemp('exp3')
+    syn = work/'synthetic'; (syn/'images').mkdir(parents=True)
+    for i in range(4): draw_lesion(True, 48, seed=700 + i)[0].save(syn/'images'/f'SYN_{i}.png')
+    write_labels(syn, pd.DataFrame(dict(image_id=[f'SYN_{i}' for i in range(4)], label='malignant', split='train')))
+    preds = run_experiments(diagnosis_table, synthetic=syn, configs=['baseline', 'melanet'], work_dir=work/'runs', target='diagnosis',
+                            loss='weighted_ce', size=32, bs=8, epochs=1, freeze_epochs=0, lr=1e-3, seed=0)
+    return preds, work
+
+def test_three_class_predictions_table(trained3, diagnosis_table):
+    preds, _ = trained3
+    vocab = preds.attrs['vocab']
+    assert vocab == DIAGNOSES and prediction_vocab(preds) == vocab   # class_vocab's order, not sorted
+    assert (preds.attrs['target'], preds.attrs['loss']) == ('diagnosis', 'weighted_ce')
+    assert list(preds.columns[:len(PRED_COLUMNS) + 3]) == PRED_COLUMNS + prob_columns(vocab)
+    probs = preds[prob_columns(vocab)].to_numpy()
+    assert probs.shape[1] == 3 and np.allclose(probs.sum(1), 1, atol=1e-5) and ((probs >= 0) & (probs <= 1)).all()
+    assert (preds.y == [vocab.index(c) for c in preds.true_class]).all()
+    eval_rows = diagnosis_table[diagnosis_table.split.isin(['valid', 'test'])]
+    for config, g in preds.groupby('config'):   # every configuration predicts the same original rows, true class = diagnosis
+        assert g.image_id.tolist() == eval_rows.image_id.tolist() and g.true_class.tolist() == eval_rows.diagnosis.tolist()
+    assert (preds.label == eval_rows.label.tolist() * 2).all()   # the binary label rides along
+    log = {r['config']: r['n_train'] for r in preds.attrs['log']}
+    assert log['melanet'] == log['baseline'] + 4
+
+def test_synthetic_and_augmented_rows_carry_a_diagnosis(diagnosis_table, tmp_path):
+    syn = pd.DataFrame(dict(image_id=['s0', 's1'], path='', label='malignant', split='train', source='synthetic'))
+    t = training_table(diagnosis_table, 'melanet', tmp_path, synthetic=syn)
+    assert t[t.source == 'synthetic'].diagnosis.tolist() == [MALIGNANT_DIAGNOSES[0]] * 2 == ['melanoma'] * 2
+    aug = training_table(diagnosis_table, 'augment5x', tmp_path, size=32)
+    train = diagnosis_table[diagnosis_table.split == 'train']
+    assert (aug.split == 'train').sum() == 6 * len(train)
+    parent = aug.image_id.str.replace(r'_aug\d+$', '', regex=True).map(diagnosis_table.set_index('image_id').diagnosis)
+    assert aug.diagnosis.notna().all() and (aug.diagnosis == parent).all()
+    assert read_augmented(tmp_path/'augment5x_s32_seed42').diagnosis.notna().all()
+
+def test_predict_from_a_diagnosis_model(trained3):
+    "`predict` of a diagnosis model is p(melanoma); `predict_proba` gives the table's columns; the export keeps its vocab."
+    preds, work = trained3
+    pkl = work/'runs'/'melanet.pkl'
+    rows = preds[preds.config == 'melanet'].head(6)
+    vocab = list(load_classifier(pkl).dls.vocab)
+    assert vocab == preds.attrs['vocab']
+    np.testing.assert_allclose(predict_proba(pkl, rows.path), rows[prob_columns(vocab)].to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(predict(pkl, rows.path), rows[prob_columns(MALIGNANT_DIAGNOSES)].sum(axis=1).to_numpy(), atol=1e-4)
+    assert predict_proba(pkl, []).shape == (0, 3) and predict(pkl, []).shape == (0,)
+
+def test_diagnosis_target_needs_every_class_in_valid(diagnosis_table):
+    no_sk = diagnosis_table[~((diagnosis_table.split == 'valid') & (diagnosis_table.diagnosis == 'seborrheic_keratosis'))]
+    with pytest.raises(DataError, match=r"'valid' split has no image of class\(es\) \['seborrheic_keratosis'\]"):
+        run_experiments(no_sk, configs=['baseline'], target='diagnosis', size=32, epochs=1, freeze_epochs=0)
 
 
 # --- committed real-data results are consistent with their predictions ----------------------------------------------
