@@ -4,22 +4,33 @@
 
 # %% ../nbs/04_pipeline.ipynb #bf710c70
 from __future__ import annotations
-import argparse, hashlib, json, os, shutil, sys, time, tomllib, warnings
+import argparse, hashlib, inspect, json, os, shutil, sys, time, tomllib, warnings
 warnings.filterwarnings('ignore', message='.*torch.jit.script.* is deprecated')   # third-party import noise on the CLI
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.docments import docments
 from .data import *
+from .cyclegan import train_cyclegan, synthesize
+from .classifier import run_experiments, LOSSES
+from .evaluation import write_evaluation
 
 # %% auto #0
-__all__ = ['CLASSIFIER_CONFIGS', 'RunConfig', 'read_config_file', 'fingerprint', 'Stage', 'write_json_atomic', 'choose_device',
-           'load_run_table', 'run_data', 'run_gan', 'run_synthesize', 'run_train', 'run_evaluate', 'make_report',
+__all__ = ['default_of', 'RunConfig', 'read_config_file', 'fingerprint', 'Stage', 'write_json_atomic', 'choose_device',
+           'load_run_table', 'run_data', 'read_run_table', 'run_gan', 'run_synthesize', 'run_train', 'model_path',
+           'run_lesion_attention', 'run_synthesis_quality', 'run_evaluate', 'make_report', 'check_run_config',
            'run_pipeline', 'config_from_args', 'main']
 
-# %% ../nbs/04_pipeline.ipynb #f2e89b84
-CLASSIFIER_CONFIGS = ['baseline', 'augment5x', 'augment10x', 'melanet']
+# %% ../nbs/04_pipeline.ipynb #2cda673c
+def default_of(fn,       # a library function
+               name:str  # one of its arguments
+              ):         # that argument's default value
+    "The default of argument `name` of `fn`: library functions own their defaults and `RunConfig` reads them."
+    p = inspect.signature(fn).parameters[name]
+    if p.default is inspect.Parameter.empty: raise ValueError(f"{fn.__name__}({name}) has no default")
+    return p.default
 
+# %% ../nbs/04_pipeline.ipynb #f2e89b84
 @dataclass
 class RunConfig:
     "Every option of a `melanet` run (command line, config file and notebook use the same names)."
@@ -27,22 +38,24 @@ class RunConfig:
     test_data: str | None = None      # dataset whose 'test' rows are the test set (ids seen in training are removed)
     extra_train: str | None = None    # dataset whose 'train' rows are merged into training (de-duplicated by id)
     out: str = 'runs/melanet'         # output folder
-    size: int = 128                   # image side for CycleGAN and the classifier
-    n_demo: int = 400                 # demo images when `data` is None
-    valid_pct: float = 0.2            # share of training rows held out for selection
-    gan_epochs: int = 30              # CycleGAN epochs
-    gan_width: int = 32               # CycleGAN generator width (filters in the first layer)
-    gan_identity: float = 0.          # CycleGAN identity L1 weight (0: the paper's objective; 5 steadies small-data runs)
-    gan_ckpt_every: int = 5           # CycleGAN checkpoint interval (epochs)
-    synth_n: str = 'balance'          # synthetic malignant images: 'balance', 'all' or a number
-    backbone: str = 'tf_efficientnet_lite0'  # classifier backbone: a timm name, or 'vgg16' for the paper's VGG-GAP
-    epochs: int = 4                   # classifier epochs after the frozen ones
-    freeze_epochs: int = 1            # classifier epochs with a frozen backbone
-    bs: int = 16                      # classifier batch size
-    lr: float = 3e-3                  # classifier learning rate (head; the body gets a discriminative slice)
-    configs: list = field(default_factory=lambda: list(CLASSIFIER_CONFIGS))  # which of the paper's configurations to train
-    target_sensitivity: float = 0.9   # the validation-chosen threshold must reach this sensitivity on 'valid'
-    n_boot: int = 2000                # bootstrap resamples for CIs
+    size: int = default_of(run_experiments, 'size')        # image side for CycleGAN and the classifier
+    n_demo: int = default_of(demo_data, 'n')               # demo images when `data` is None
+    valid_pct: float = default_of(add_valid_split, 'valid_pct')  # share of training rows held out for selection
+    gan_epochs: int = default_of(train_cyclegan, 'epochs')       # CycleGAN epochs
+    gan_width: int = default_of(train_cyclegan, 'width')         # CycleGAN generator width (filters in the first layer)
+    gan_identity: float = default_of(train_cyclegan, 'identity_weight')  # CycleGAN identity L1 weight (0: the paper's objective; 5 steadies small-data runs)
+    gan_ckpt_every: int = default_of(train_cyclegan, 'ckpt_every')  # CycleGAN checkpoint interval (epochs)
+    synth_n: str = default_of(synthesize, 'n')             # synthetic malignant images: 'balance', 'all' or a number
+    target: str = default_of(run_experiments, 'target')    # what the classifier learns: 'label' (melanoma vs rest) or 'diagnosis' (N classes)
+    loss: str = default_of(run_experiments, 'loss')        # classifier loss: focal (eq. 6), focal_keras, weighted_ce (thesis weights) or ce
+    backbone: str = default_of(run_experiments, 'arch')    # classifier backbone: a timm name, or 'vgg16' for the paper's VGG-GAP
+    epochs: int = default_of(run_experiments, 'epochs')    # classifier epochs after the frozen ones
+    freeze_epochs: int = default_of(run_experiments, 'freeze_epochs')  # classifier epochs with a frozen backbone
+    bs: int = default_of(run_experiments, 'bs')            # classifier batch size
+    lr: float = default_of(run_experiments, 'lr')          # classifier learning rate (head; the body gets a discriminative slice)
+    configs: list = field(default_factory=lambda: list(CONFIGS))  # which of the paper's configurations to train
+    target_sensitivity: float = default_of(write_evaluation, 'target_sensitivity')  # the validation-chosen threshold must reach this sensitivity on 'valid'
+    n_boot: int = default_of(write_evaluation, 'n_boot')   # bootstrap resamples for CIs
     seed: int = 42                    # one seed for splits, sampling and training
     device: str = 'auto'              # 'auto', 'cpu' or 'cuda'
     smoke: bool = False               # tiny everything, for CI
@@ -105,6 +118,15 @@ def choose_device(name='auto'):
     defaults.use_cuda = use_cuda
     return torch.device('cuda' if use_cuda else 'cpu')
 
+def _check_target(df, cfg, where):
+    "Refuse a diagnosis run on rows without a diagnosis, naming the dataset and the count."
+    if cfg.target not in TARGETS: raise ValueError(f"target must be one of {TARGETS}, got {cfg.target!r}")
+    if cfg.target == 'diagnosis' and ('diagnosis' not in df or df.diagnosis.isna().any()):
+        n = len(df) if 'diagnosis' not in df else int(df.diagnosis.isna().sum())
+        raise DataError(f"{where}: target 'diagnosis' but {n} row(s) have no diagnosis (add a diagnosis.csv)")
+    return check_classes(df, where, cfg.target)
+
+# %% ../nbs/04_pipeline.ipynb #787e4496
 def load_run_table(cfg: RunConfig) -> tuple: # (table, info dict)
     "Read the dataset(s) of `cfg` into one tidy table with train/valid/test splits."
     root = Path(cfg.data) if cfg.data else demo_data(n=cfg.n_demo, size=128)
@@ -118,29 +140,35 @@ def load_run_table(cfg: RunConfig) -> tuple: # (table, info dict)
     test, info['test_seen_in_training_dropped'] = exclude_seen(source[source.split == 'test'], seen)
     if test.empty: raise DataError(f"{cfg.test_data or root}: no 'test' rows left after removing images seen in training; "
                                    "pass --test-data with a test split")
-    df = pd.concat([seen, test], ignore_index=True)
-    info.update({f'final_{split}_{label}': int(n) for (split, label), n in df.groupby(['split', 'label']).size().items()})
+    df = _check_target(pd.concat([seen, test], ignore_index=True), cfg, cfg.test_data or root)
+    info.update({f'final_{split}_{cls}': int(n) for (split, cls), n in df.groupby(['split', cfg.target]).size().items()})
+    if 'mask' in df: info['masks'] = {split: mask_summary(g) for split, g in df.groupby('split')}
     return df, info
 
 def run_data(cfg: RunConfig, run_dir) -> tuple: # (table, Stage)
     "Stage 1: the run's tidy table, saved as data/table.csv."
-    st = Stage(run_dir, 'data', cfg.data, cfg.test_data, cfg.extra_train, cfg.n_demo, cfg.valid_pct, cfg.seed)
+    st = Stage(run_dir, 'data', cfg.data, cfg.test_data, cfg.extra_train, cfg.n_demo, cfg.valid_pct, cfg.seed,
+               *([cfg.target] if cfg.target != 'label' else []))   # binary runs keep their key
     if not st.done:
         t0 = time.time()
         df, info = load_run_table(cfg)
         write_csv_atomic(df, st.dir/'table.csv')
         st.finish(time.time() - t0, **info)
-    return pd.read_csv(st.dir/'table.csv', dtype=str), st
+    return read_run_table(st), st
+
+def read_run_table(data: Stage) -> pd.DataFrame:
+    "The table a data stage wrote (every column as text; a missing mask or diagnosis is NaN)."
+    return pd.read_csv(data.dir/'table.csv', dtype=str)
 
 # %% ../nbs/04_pipeline.ipynb #e9add305
 def run_gan(cfg: RunConfig, run_dir, data: Stage) -> Stage:
     "Stage 2: train CycleGAN on balanced domains of the training split."
-    from melanet_nb.cyclegan import train_cyclegan, list_checkpoints
+    from melanet_nb.cyclegan import list_checkpoints
     st = Stage(run_dir, 'cyclegan', data.key, cfg.size, cfg.gan_epochs, cfg.gan_width, cfg.seed,
                *([cfg.gan_identity] if cfg.gan_identity else []))   # runs from before this option keep their key
     if not st.done:
         t0 = time.time()
-        df = pd.read_csv(data.dir/'table.csv', dtype=str)
+        df = read_run_table(data)
         benign, malignant = balanced_domains(df, cfg.seed)
         ckpt_dir = st.dir/f'checkpoints_{st.key}'
         learn = train_cyclegan(benign, malignant, size=cfg.size, epochs=cfg.gan_epochs, ckpt_dir=ckpt_dir,
@@ -153,11 +181,10 @@ def run_gan(cfg: RunConfig, run_dir, data: Stage) -> Stage:
 
 def run_synthesize(cfg: RunConfig, run_dir, data: Stage, gan: Stage) -> Stage:
     "Stage 3: translate benign training images to synthetic malignant ones."
-    from melanet_nb.cyclegan import synthesize
     st = Stage(run_dir, 'synthetic', data.key, gan.key, cfg.synth_n, cfg.seed)
     if not st.done:
         t0 = time.time()
-        df = pd.read_csv(data.dir/'table.csv', dtype=str)
+        df = read_run_table(data)
         n = int(cfg.synth_n) if str(cfg.synth_n).isdigit() else cfg.synth_n
         rows = synthesize(gan.info['checkpoint'], df[df.split == 'train'], st.dir/'set', n=n, seed=cfg.seed)
         st.finish(time.time() - t0, n_synthetic=len(rows))
@@ -166,54 +193,96 @@ def run_synthesize(cfg: RunConfig, run_dir, data: Stage, gan: Stage) -> Stage:
 # %% ../nbs/04_pipeline.ipynb #4038f08b
 def run_train(cfg: RunConfig, run_dir, data: Stage, synth: Stage | None) -> Stage:
     "Stage 4: train the configurations and write their predictions."
-    from melanet_nb.classifier import run_experiments
+    new = [(k, getattr(cfg, k)) for k in ('target', 'loss') if getattr(cfg, k) != default_of(run_experiments, k)]
     st = Stage(run_dir, 'classifier', data.key, synth.key if synth else None, cfg.backbone, cfg.size, cfg.epochs,
-               cfg.freeze_epochs, cfg.bs, cfg.lr, cfg.configs, cfg.seed)
+               cfg.freeze_epochs, cfg.bs, cfg.lr, cfg.configs, cfg.seed, *new)   # runs with the defaults keep their key
     if not st.done:
         t0 = time.time()
-        df = pd.read_csv(data.dir/'table.csv', dtype=str)
-        preds = run_experiments(df, synthetic=synth.dir/'set' if synth else None, configs=cfg.configs,
+        preds = run_experiments(read_run_table(data), synthetic=synth.dir/'set' if synth else None, configs=cfg.configs,
                                 work_dir=st.dir/'work', arch=cfg.backbone, size=cfg.size, bs=cfg.bs, epochs=cfg.epochs,
-                                freeze_epochs=cfg.freeze_epochs, lr=cfg.lr, seed=cfg.seed)
+                                freeze_epochs=cfg.freeze_epochs, lr=cfg.lr, seed=cfg.seed, target=cfg.target, loss=cfg.loss)
         write_csv_atomic(preds, st.dir/'predictions.csv')
         st.finish(time.time() - t0, per_config=preds.attrs.get('log'), models=str(st.dir/'work'))
+    return st
+
+def model_path(train: Stage, config:str) -> Path:
+    "The exported classifier of `config` in a finished classifier stage."
+    return Path(train.info['models'])/f'{config}.pkl'
+
+# %% ../nbs/04_pipeline.ipynb #24b5f3f7
+def run_lesion_attention(cfg: RunConfig, run_dir, data: Stage, train: Stage) -> Stage | None:
+    "Stage 5: Grad-CAM mass inside the expert lesion mask, per test image and configuration (None without masks)."
+    from melanet_nb.classifier import load_classifier
+    from melanet_nb.evaluation import lesion_attention
+    test = read_run_table(data).query("split == 'test'")
+    if 'mask' not in test or test['mask'].isna().all(): return None
+    st = Stage(run_dir, 'lesion_attention', train.key)
+    if not st.done:
+        t0 = time.time()
+        per_image = pd.concat([lesion_attention(load_classifier(model_path(train, c)), test).assign(config=c)
+                               for c in cfg.configs], ignore_index=True)
+        write_csv_atomic(per_image, st.dir/'per_image.csv')
+        st.finish(time.time() - t0, n_test=len(test), n_with_mask=int(test['mask'].notna().sum()))
+    return st
+
+def run_synthesis_quality(cfg: RunConfig, run_dir, data: Stage, synth: Stage) -> Stage:
+    "Stage 5: frozen-feature KID and probe of the synthetic set against the real training images."
+    from melanet_nb.evaluation import frozen_features, synthesis_quality
+    st = Stage(run_dir, 'synthesis_quality', synth.key, cfg.size)
+    if not st.done:
+        t0 = time.time()
+        train = read_run_table(data).query("split == 'train'")
+        synthetic = read_normalized(synth.dir/'set', source='synthetic')
+        prov = pd.read_csv(synth.dir/'set'/'provenance.csv', dtype=str).set_index('image_id')
+        sources = train.set_index('image_id').loc[prov.loc[synthetic.image_id, 'source_id'], 'path']
+        feats = {name: frozen_features(list(paths), size=cfg.size) for name, paths in
+                 [('benign', train.query("label == 'benign'").path), ('malignant', train.query("label == 'malignant'").path),
+                  ('synthetic', synthetic.path), ('sources', sources)]}
+        quality = synthesis_quality(feats['benign'], feats['malignant'], feats['synthetic'], sources=feats['sources'], seed=cfg.seed)
+        write_json_atomic(quality, st.dir/'quality.json')
+        st.finish(time.time() - t0, n_synthetic=len(synthetic))
     return st
 
 # %% ../nbs/04_pipeline.ipynb #5dbfb78a
 def _read_csv_or_empty(f) -> pd.DataFrame:
     try: return pd.read_csv(f)
-    except pd.errors.EmptyDataError: return pd.DataFrame()
+    except (pd.errors.EmptyDataError, FileNotFoundError): return pd.DataFrame()
 
-def run_evaluate(cfg: RunConfig, run_dir, train: Stage, timings: dict) -> dict:
-    "Stage 5: results.csv, paired_tests.csv, paper_comparison.csv, metrics.json, plots and report.md in `run_dir`."
-    from melanet_nb.evaluation import write_evaluation
+def run_evaluate(cfg: RunConfig, run_dir, train: Stage, timings: dict, attention: Stage | None = None,
+                 quality: Stage | None = None) -> dict:
+    "Stage 6: every metric file of `write_evaluation`, the analyses of step 5, metrics.json and report.md in `run_dir`."
     run_dir = Path(run_dir)
     preds = pd.read_csv(train.dir/'predictions.csv', dtype={'image_id': str})
     ref = 'baseline' if 'baseline' in set(preds.config) else None
+    per_image = pd.read_csv(attention.dir/'per_image.csv', dtype={'image_id': str}) if attention else None
     files = write_evaluation(preds, run_dir, reference=ref, target_sensitivity=cfg.target_sensitivity, n_boot=cfg.n_boot,
-                             seed=cfg.seed, dataset=f"this run ({Path(cfg.data).name if cfg.data else 'demo data'})")
-    model = Path(train.info['models'])/('melanet.pkl' if 'melanet' in cfg.configs else f'{cfg.configs[0]}.pkl')
+                             seed=cfg.seed, dataset=f"this run ({Path(cfg.data).name if cfg.data else 'demo data'})",
+                             lesion_attention=per_image)
+    model = model_path(train, 'melanet' if 'melanet' in cfg.configs else cfg.configs[0])
     result = json.loads((run_dir/'metrics.json').read_text())
+    if quality: result['synthesis_quality'] = json.loads((quality.dir/'quality.json').read_text())
     result['run'] = dict(config=asdict(cfg), seconds_per_stage=timings, model=str(model),
                          data=json.loads((run_dir/'data'/'stage.json').read_text()))
     write_json_atomic(result, run_dir/'metrics.json')
-    metrics, paired = pd.read_csv(files['results.csv']), _read_csv_or_empty(files['paired_tests.csv'])
-    atomic_write(run_dir/'report.md', lambda t: Path(t).write_text(make_report(cfg, metrics, paired, timings, model)))
+    tables = {Path(f).stem: _read_csv_or_empty(f) for f in files.values() if str(f).endswith('.csv')}
+    atomic_write(run_dir/'report.md', lambda t: Path(t).write_text(make_report(cfg, tables, result, timings, model)))
     return result
 
 # %% ../nbs/04_pipeline.ipynb #f98f4d2f
 def _pct(x): return 'n/a' if pd.isna(x) else f'{100 * x:.1f}%'
 
-def make_report(cfg: RunConfig, metrics: pd.DataFrame, comparison: pd.DataFrame, timings: dict, model) -> str:
-    "Markdown summary of a run."
-    lines = [f"# melanet run report", "",
-             f"- data: `{cfg.data or 'embedded demo data'}`" + (f", test: `{cfg.test_data}`" if cfg.test_data else '')
-             + (f", extra training data: `{cfg.extra_train}`" if cfg.extra_train else ''),
-             f"- backbone `{cfg.backbone}`, {cfg.size} px, {cfg.freeze_epochs}+{cfg.epochs} epochs, seed {cfg.seed}"
-             + (' — **smoke run: tiny settings, numbers mean nothing**' if cfg.smoke else ''),
-             f"- stage times (s): " + ', '.join(f'{k} {v:.0f}' for k, v in timings.items()),
-             f"- exported model: `{model}`", "",
-             "## Test-split metrics (malignant = positive)", "",
+def _report_header(cfg: RunConfig, timings: dict, model) -> list:
+    return ["# melanet run report", "",
+            f"- data: `{cfg.data or 'embedded demo data'}`" + (f", test: `{cfg.test_data}`" if cfg.test_data else '')
+            + (f", extra training data: `{cfg.extra_train}`" if cfg.extra_train else ''),
+            f"- target `{cfg.target}`, loss `{cfg.loss}`, backbone `{cfg.backbone}`, {cfg.size} px, "
+            f"{cfg.freeze_epochs}+{cfg.epochs} epochs, seed {cfg.seed}"
+            + (' — **smoke run: tiny settings, numbers mean nothing**' if cfg.smoke else ''),
+            f"- stage times (s): " + ', '.join(f'{k} {v:.0f}' for k, v in timings.items()),
+            f"- exported model: `{model}`", ""]
+
+def _binary_section(cfg: RunConfig, metrics: pd.DataFrame) -> list:
+    lines = ["## Test-split metrics (malignant = positive)", "",
              "Sensitivity is TP/(TP+FN). The threshold 'valid' is chosen on the validation split to reach "
              f"{cfg.target_sensitivity:.0%} sensitivity there; the test split never chose anything.", "",
              "| config | AUC (95% CI) | sens@0.5 | spec@0.5 | FN@0.5 | thr(valid) | sens@thr | spec@thr | FN@thr |",
@@ -222,41 +291,127 @@ def make_report(cfg: RunConfig, metrics: pd.DataFrame, comparison: pd.DataFrame,
         lines.append(f"| {r.config} | {_pct(r.auc)} ({_pct(r.auc_ci_low)}–{_pct(r.auc_ci_high)}) | {_pct(r['sensitivity@0.5'])} | "
                      f"{_pct(r['specificity@0.5'])} | {r['fn@0.5']} | {r['threshold@valid_thr']:.3f} | "
                      f"{_pct(r['sensitivity@valid_thr'])} | {_pct(r['specificity@valid_thr'])} | {r['fn@valid_thr']} |")
-    if len(comparison):
-        lines += ["", "## Paired comparison with the baseline (same test images)", "",
-                  "| config | ΔAUC | DeLong 95% CI | DeLong p | bootstrap 95% CI |", "|---|---|---|---|---|"]
-        for _, r in comparison.iterrows():
-            lines.append(f"| {r.config} | {100 * r.auc_diff:+.1f} pts | {100 * r.delong_ci_low:+.1f} to {100 * r.delong_ci_high:+.1f} | "
-                         f"{r.delong_p:.3f} | {100 * r.boot_ci_low:+.1f} to {100 * r.boot_ci_high:+.1f} |")
-        sig = comparison[(comparison.delong_p < 0.05)]
-        verdict = (', '.join(f"{r.config} ({'better' if r.auc_diff > 0 else 'worse'})" for _, r in sig.iterrows()) if len(sig)
-                   else 'none: no configuration differs from the baseline by more than chance on this test set.')
-        lines += ["", f"Significant at 5% (DeLong): {verdict}"]
-    lines += ["", "Note: the MelaNet paper's 'sensitivity' column was computed as TN/(TN+FN), i.e. the NPV; "
-              "see `paper_comparison.csv` for the paper's Table 1 beside these numbers."]
+    return lines
+
+def _paired_section(comparison: pd.DataFrame) -> list:
+    if not len(comparison) or 'delong_p' not in comparison: return []
+    lines = ["", "## Paired comparison with the baseline (same test images)", "",
+             "| config | ΔAUC | DeLong 95% CI | DeLong p | bootstrap 95% CI |", "|---|---|---|---|---|"]
+    for _, r in comparison.iterrows():
+        lines.append(f"| {r.config} | {100 * r.auc_diff:+.1f} pts | {100 * r.delong_ci_low:+.1f} to {100 * r.delong_ci_high:+.1f} | "
+                     f"{r.delong_p:.3f} | {100 * r.boot_ci_low:+.1f} to {100 * r.boot_ci_high:+.1f} |")
+    sig = comparison[(comparison.delong_p < 0.05)]
+    verdict = (', '.join(f"{r.config} ({'better' if r.auc_diff > 0 else 'worse'})" for _, r in sig.iterrows()) if len(sig)
+               else 'none: no configuration differs from the baseline by more than chance on this test set.')
+    return lines + ["", f"Significant at 5% (DeLong): {verdict}"]
+
+# %% ../nbs/04_pipeline.ipynb #bc1e00d7
+def _multiclass_section(metrics: pd.DataFrame, per_class: pd.DataFrame) -> list:
+    lines = ["## Test-split metrics (argmax decision)", "",
+             "Balanced accuracy is the mean of the per-class sensitivities; melanoma-vs-rest AUC is ISIC-2017's melanoma task.", "",
+             "| config | n | accuracy | balanced accuracy | macro F1 | weighted F1 | melanoma-vs-rest AUC (95% CI) |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in metrics.iterrows():
+        mel = (f"{_pct(r.melanoma_auc)} ({_pct(r.melanoma_auc_ci_low)}–{_pct(r.melanoma_auc_ci_high)})"
+               if 'melanoma_auc' in r else 'n/a')
+        lines.append(f"| {r.config} | {r.n} | {_pct(r.accuracy)} | {_pct(r.balanced_accuracy)} | {_pct(r.macro_f1)} | "
+                     f"{_pct(r.weighted_f1)} | {mel} |")
+    lines += ["", "Per class (one-vs-rest):", "", "| config | class | n | sensitivity | specificity | F1 | AUC (95% CI) |",
+              "|---|---|---|---|---|---|---|"]
+    for _, r in per_class.iterrows():
+        lines.append(f"| {r.config} | {r['class']} | {r.n} | {_pct(r.sensitivity)} | {_pct(r.specificity)} | {_pct(r.f1)} | "
+                     f"{_pct(r.auc)} ({_pct(r.auc_ci_low)}–{_pct(r.auc_ci_high)}) |")
+    return lines
+
+def _paired_multiclass_section(comparison: pd.DataFrame) -> list:
+    if not len(comparison) or 'bacc_diff' not in comparison: return []
+    lines = ["", "## Paired comparison with the baseline (same test images)", "",
+             "| config | Δ balanced accuracy (bootstrap 95% CI, p) | Δ melanoma AUC (DeLong 95% CI, p) |", "|---|---|---|"]
+    for _, r in comparison.iterrows():
+        lines.append(f"| {r.config} | {100 * r.bacc_diff:+.1f} pts ({100 * r.bacc_boot_ci_low:+.1f} to {100 * r.bacc_boot_ci_high:+.1f}, "
+                     f"{r.bacc_boot_p:.3f}) | {100 * r.melanoma_auc_diff:+.1f} pts ({100 * r.delong_ci_low:+.1f} to "
+                     f"{100 * r.delong_ci_high:+.1f}, {r.delong_p:.3f}) |")
+    return lines
+
+# %% ../nbs/04_pipeline.ipynb #b8af9879
+def _calibration_section(calibration: pd.DataFrame) -> list:
+    if not len(calibration): return []
+    lines = ["", "## Calibration on the test split", "",
+             f"Brier score: {calibration.brier_is.iloc[0]}; ECE: {calibration.ece_is.iloc[0]}. The temperature is fitted "
+             "on the validation split only.", "", "| config | probabilities | temperature | Brier | ECE | NLL |", "|---|---|---|---|---|---|"]
+    for _, r in calibration.iterrows():
+        lines.append(f"| {r.config} | {r.probabilities} | {r.temperature:.2f} | {r.brier:.3f} | {r.ece:.3f} | {r.nll:.3f} |")
+    return lines
+
+def _attention_section(summary: pd.DataFrame) -> list:
+    if not len(summary): return []
+    lines = ["", "## Does the classifier look at the lesion? (Grad-CAM of the predicted class, test images with an expert mask)", "",
+             "Chance is the share of the image the mask covers: what a map spread evenly would score.", "",
+             "| config | images | mean share of Grad-CAM mass inside the mask | median | chance (mean mask area) | images above chance | empty maps |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in summary.iterrows():
+        lines.append(f"| {r.config} | {r.n} | {_pct(r.mean_cam_in_mask_share)} | {_pct(r.median_cam_in_mask_share)} | "
+                     f"{_pct(r.mean_mask_area_share)} | {_pct(r.share_above_chance)} | {r.n_empty_maps} |")
+    return lines
+
+def _quality_section(q: dict | None) -> list:
+    if not q: return []
+    lines = ["", "## The synthetic images, in frozen ImageNet features (EfficientNet-Lite0)", "",
+             f"- KID synthetic vs real malignant: {q['kid_synthetic_vs_malignant']:.3f}; real benign vs real malignant "
+             f"(yardstick): {q['kid_benign_vs_malignant']:.3f}; two halves of the real malignant images (floor): "
+             f"{q['kid_malignant_halves']:.3f}. Share of the benign-to-malignant gap closed: {q['kid_gap_closed']:.0%}.",
+             f"- A linear probe on real images (cross-validated AUC {q['probe_cv_auc']:.3f}) calls "
+             f"{q['synthetic_called_malignant']:.0%} of the synthetic images malignant"]
+    if 'sources_called_malignant' in q: lines[-1] += f", and {q['sources_called_malignant']:.0%} of their benign sources"
+    lines[-1] += '.'
+    return lines
+
+# %% ../nbs/04_pipeline.ipynb #667c3305
+def make_report(cfg: RunConfig, tables: dict, result: dict, timings: dict, model) -> str:
+    "Markdown summary of a run: what ran, the headline numbers with intervals, the paired tests, calibration and the analyses."
+    metrics, paired = tables['results'], tables.get('paired_tests', pd.DataFrame())
+    binary = 'auc' in metrics
+    lines = _report_header(cfg, timings, model)
+    lines += (_binary_section(cfg, metrics) + _paired_section(paired) if binary else
+              _multiclass_section(metrics, tables.get('per_class', pd.DataFrame())) + _paired_multiclass_section(paired))
+    lines += _calibration_section(tables.get('calibration', pd.DataFrame()))
+    lines += _attention_section(tables.get('lesion_attention_summary', pd.DataFrame()))
+    lines += _quality_section(result.get('synthesis_quality'))
+    lines += ["", ("Note: the MelaNet paper's 'sensitivity' column was computed as TN/(TN+FN), i.e. the NPV; "
+                   "see `paper_comparison.csv` for the paper's Table 1 beside these numbers." if binary else
+                   "Note: `paper_comparison.csv` sets the thesis' Table IX beside these numbers.")]
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/04_pipeline.ipynb #56206462
+def check_run_config(cfg: RunConfig) -> RunConfig:
+    "Refuse option values no stage could use, before any work starts."
+    unknown = sorted(set(cfg.configs) - set(CONFIGS))
+    if unknown or not cfg.configs: raise ValueError(f"configs must be a non-empty subset of {list(CONFIGS)}, got {cfg.configs}")
+    if cfg.target not in TARGETS: raise ValueError(f"target must be one of {list(TARGETS)}, got {cfg.target!r}")
+    if cfg.loss not in LOSSES: raise ValueError(f"loss must be one of {list(LOSSES)}, got {cfg.loss!r}")
+    return cfg
+
 def run_pipeline(cfg: RunConfig) -> dict:
     "Run (or resume) every stage of Algorithm 1 for `cfg`; return the metrics dict also written to metrics.json."
-    cfg = cfg.effective()
-    unknown = sorted(set(cfg.configs) - set(CLASSIFIER_CONFIGS))
-    if unknown or not cfg.configs: raise ValueError(f"configs must be a non-empty subset of {CLASSIFIER_CONFIGS}, got {cfg.configs}")
+    cfg = check_run_config(cfg.effective())
     choose_device(cfg.device)
     run_dir = Path(cfg.out); run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(asdict(cfg), run_dir/'config.json')
     df, data = run_data(cfg, run_dir)
-    synth = None
+    gan = synth = quality = None
     if 'melanet' in cfg.configs:
         gan = run_gan(cfg, run_dir, data)
         synth = run_synthesize(cfg, run_dir, data, gan)
     train = run_train(cfg, run_dir, data, synth)
+    attention = run_lesion_attention(cfg, run_dir, data, train)
+    if synth: quality = run_synthesis_quality(cfg, run_dir, data, synth)
     # each stage's own run time, as recorded when it last ran (a reused stage keeps its time)
-    timings = {s.name: s.info['seconds'] for s in [data, *([gan, synth] if synth else []), train]}
-    return run_evaluate(cfg, run_dir, train, timings)
+    timings = {s.name: s.info['seconds'] for s in [data, gan, synth, train, attention, quality] if s is not None}
+    return run_evaluate(cfg, run_dir, train, timings, attention, quality)
 
 # %% ../nbs/04_pipeline.ipynb #8998f930
 _HELP = docments(RunConfig)   # each option's help is the comment beside its field
+_CHOICES = dict(target=TARGETS, loss=LOSSES)   # options argparse checks itself
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -264,7 +419,9 @@ def _parser() -> argparse.ArgumentParser:
     for f in fields(RunConfig):
         flag = '--' + f.name.replace('_', '-')
         if f.type in ('bool',): common.add_argument(flag, action='store_true', default=None, help=_HELP[f.name])
-        elif f.name == 'configs': common.add_argument(flag, nargs='+', choices=CLASSIFIER_CONFIGS, help=_HELP[f.name])
+        elif f.name == 'configs': common.add_argument(flag, nargs='+', choices=CONFIGS, help=_HELP[f.name])
+        elif f.name in _CHOICES: common.add_argument(flag, choices=_CHOICES[f.name], default=None,
+                                                      help=f"{_HELP[f.name]} (default: {getattr(RunConfig(), f.name)})")
         else:
             typ = {'int': int, 'float': float}.get(f.type, str)
             common.add_argument(flag, type=typ, default=None, help=f"{_HELP[f.name]} (default: {getattr(RunConfig(), f.name)})")
@@ -276,7 +433,7 @@ def _parser() -> argparse.ArgumentParser:
                     ('synthesize', 'train CycleGAN if needed, then write the synthetic malignant set'),
                     ('train', 'everything up to the classifier predictions'), ('evaluate', 'same as run')]:
         sub.add_parser(name, parents=[common], help=h, description=h)
-    pr = sub.add_parser('predict', help='malignant probability of image files with an exported model')
+    pr = sub.add_parser('predict', help='class probabilities (and p(malignant)) of image files with an exported model')
     pr.add_argument('--model', required=True, help='exported classifier (.pkl), e.g. OUT/classifier/work/melanet.pkl')
     pr.add_argument('images', nargs='+', help='image files')
     pr.add_argument('--csv', help='write the probabilities to this CSV instead of printing them')
@@ -293,6 +450,7 @@ def _stop_after(cfg, command):
     "Run the stages a subcommand needs and print where the results are."
     c = cfg.effective(); choose_device(c.device)
     run_dir = Path(c.out); run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_config(c)
     df, data = run_data(c, run_dir)
     print(f"data: {len(df)} images -> {data.dir/'table.csv'}")
     if command == 'data': return
@@ -303,9 +461,12 @@ def _stop_after(cfg, command):
     print(f"synthetic: {synth.info['n_synthetic']} images -> {synth.dir/'set'}")
 
 def _predict(args):
-    from melanet_nb.classifier import predict
-    probs = predict(args.model, args.images)
-    out = pd.DataFrame(dict(path=args.images, prob_malignant=probs))
+    from melanet_nb.classifier import load_classifier, predict_proba, predict
+    learn = load_classifier(args.model)
+    probs = predict_proba(learn, args.images)
+    out = pd.DataFrame(probs, columns=prob_columns(learn.dls.vocab)).assign(path=args.images)
+    if 'prob_malignant' not in out: out['prob_malignant'] = predict(learn, args.images, check=False)
+    out = out[['path'] + [c for c in out if c != 'path']]
     if args.csv: write_csv_atomic(out, args.csv); print(f"wrote {len(out)} predictions to {args.csv}")
     else: print(out.to_string(index=False))
 
@@ -320,9 +481,8 @@ def main(argv=None):
         result = run_pipeline(cfg)
         out = Path(cfg.out)
         print(f"melanet: done in {time.time() - t0:.0f} s. Results in {out.resolve()}:")
-        for f in ['report.md', 'metrics.json', 'results.csv', 'paired_tests.csv', 'paper_comparison.csv', 'roc.png',
-                  'metric_bars.png', 'confusion.png']:
-            print(f"  {out/f}")
+        for f in sorted(p for p in out.iterdir() if p.suffix in ('.md', '.json', '.csv', '.png')):
+            print(f"  {f}")
         print(f"  model: {result['run']['model']}")
     except (DataError, FileNotFoundError, ValueError, KeyError) as e:
         msg = e.args[0] if e.args else str(e)
