@@ -461,15 +461,16 @@ def _stop_after(cfg, command):
     print(f"synthetic: {synth.info['n_synthetic']} images -> {synth.dir/'set'}")
 
 def _predict(args):
-    from melanet_nb.classifier import load_classifier, predict_proba, predict
+    from melanet_nb.classifier import load_classifier, predict_proba, malignant_probability
     learn = load_classifier(args.model)
     probs = predict_proba(learn, args.images)
     out = pd.DataFrame(probs, columns=prob_columns(learn.dls.vocab)).assign(path=args.images)
-    if 'prob_malignant' not in out: out['prob_malignant'] = predict(learn, args.images, check=False)
+    if 'prob_malignant' not in out: out['prob_malignant'] = malignant_probability(probs, learn.dls.vocab)
     out = out[['path'] + [c for c in out if c != 'path']]
     if args.csv: write_csv_atomic(out, args.csv); print(f"wrote {len(out)} predictions to {args.csv}")
     else: print(out.to_string(index=False))
 
+# %% ../nbs/04_pipeline.ipynb #12b20147
 def main(argv=None):
     "Entry point of the `melanet` console script."
     args = _parser().parse_args(argv)

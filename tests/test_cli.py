@@ -12,7 +12,7 @@ def test_help_lists_subcommands_and_options():
     assert r.returncode == 0
     for cmd in ['run', 'data', 'train-gan', 'synthesize', 'train', 'evaluate', 'predict']: assert cmd in r.stdout
     r = run('run', '--help')
-    for opt in ['--data', '--out', '--size', '--backbone', '--epochs', '--seed', '--device', '--config']: assert opt in r.stdout
+    for opt in ['--data', '--out', '--size', '--backbone', '--epochs', '--seed', '--device', '--config', '--target', '--loss']: assert opt in r.stdout
 
 @pytest.mark.parametrize('args, msg', [
     (['run', '--data', '/no/such/folder'], '/no/such/folder: dataset not found'),
@@ -29,6 +29,22 @@ def test_bad_input_one_line_error(args, msg, tmp_path):
 def test_bad_option_value_is_rejected_by_argparse(tmp_path):
     r = run('run', '--size', 'big', '--out', str(tmp_path))
     assert r.returncode == 2 and 'invalid int value' in r.stderr
+    r = run('run', '--loss', 'hinge', '--target', 'diagnosis', '--out', str(tmp_path))
+    assert r.returncode == 2 and "argument --loss: invalid choice: 'hinge'" in r.stderr
+
+def test_diagnosis_target_on_binary_data_is_refused(tmp_path):
+    "A diagnosis run on data without diagnoses stops at the data stage with one line naming the dataset."
+    data = tmp_path/'binary'
+    (data/'images').mkdir(parents=True)
+    from PIL import Image
+    rows = []
+    for i, lab in enumerate(['benign', 'malignant'] * 3):
+        Image.new('RGB', (16, 16), (40 * i, 90, 120)).save(data/'images'/f'x{i}.png')
+        rows.append(f'x{i},{lab},{"test" if i >= 4 else "train"}')
+    (data/'labels.csv').write_text('image_id,label,split\n' + '\n'.join(rows) + '\n')
+    r = run('data', '--data', str(data), '--target', 'diagnosis', '--valid-pct', '0.5', '--out', str(tmp_path/'o'))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"melanet: error: {data}: target 'diagnosis' but 6 row(s) have no diagnosis (add a diagnosis.csv)"], r.stderr
 
 def test_data_subcommand_writes_table(tmp_path):
     r = run('data', '--out', str(tmp_path), '--smoke')
