@@ -322,8 +322,8 @@ class GradualUnfreeze(Callback):
 
 # %% ../nbs/02_classifier.ipynb #366fc066
 def fit_classifier(learn:Learner,        # from `melanet_learner`
-                   epochs:int=8,         # epochs after the head-only phase (upper bound for 'paper')
-                   freeze_epochs:int=2,  # head-only epochs ('discriminative')
+                   epochs:int=4,         # epochs after the head-only phase (upper bound for 'paper')
+                   freeze_epochs:int=1,  # head-only epochs ('discriminative')
                    lr:float=None,        # head learning rate (default 3e-3); 'paper': 1e-3
                    unfrozen_lr=None,     # 'discriminative': learning rates after unfreezing (default slice(lr/100, lr/10))
                    strategy:str=None,    # 'discriminative', 'gradual' or 'paper' (default: from the learner's recipe)
@@ -546,6 +546,8 @@ def check_split_classes(tbl:pd.DataFrame,        # training table ('train' and '
                                     "every class needs training images, and validation images to select on")
     return vocab
 
+_FIT = {k: p.default for k, p in inspect.signature(fit_classifier).parameters.items()}   # fit_classifier owns these defaults
+
 def train_classifier(tbl:pd.DataFrame,        # 'train' rows to learn from, 'valid' rows to select on
                      path=None,               # folder for checkpoints (default: a new temporary folder)
                      target:str='label',      # what to learn: 'label' (benign/malignant) or 'diagnosis' (N classes)
@@ -553,8 +555,8 @@ def train_classifier(tbl:pd.DataFrame,        # 'train' rows to learn from, 'val
                      arch:str='tf_efficientnet_lite0', # backbone ('vgg16' for VGG-GAP)
                      size:int=128,            # image side in pixels
                      bs:int=16,               # mini-batch size
-                     epochs:int=8,            # see `fit_classifier`
-                     freeze_epochs:int=2,     # see `fit_classifier`
+                     epochs:int=_FIT['epochs'],  # see `fit_classifier` (its default)
+                     freeze_epochs:int=_FIT['freeze_epochs'],  # see `fit_classifier` (its default)
                      lr:float=3e-3,           # head learning rate (see `fit_classifier`)
                      unfrozen_lr=None,        # see `fit_classifier`
                      strategy:str=None,       # see `fit_classifier`
