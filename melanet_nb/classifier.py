@@ -20,10 +20,10 @@ __all__ = ['VGG16_WEIGHTS_ENV', 'VGG16_CFG', 'VGG_NAMES', 'LOSSES', 'SELECT_METR
            'vgg16_features', 'vgg16_blocks', 'load_vgg16_features', 'TimmBody', 'GapClassifier', 'gap_splitter',
            'create_classifier', 'as_class_weights', 'FocalLoss', 'UniformAlphaFocalLoss', 'class_weights',
            'WeightedCrossEntropy', 'make_loss', 'adadelta', 'classifier_metrics', 'melanet_learner', 'GradualUnfreeze',
-           'fit_classifier', 'export_classifier', 'load_classifier', 'check_images', 'predict_proba',
-           'malignant_probability', 'predict', 'paper_augmentations', 'has_diagnoses', 'augment_offline',
-           'read_augmented', 'augmented_rows', 'synthetic_rows', 'training_table', 'vocab_target', 'predictions_table',
-           'check_split_classes', 'train_classifier', 'run_experiments']
+           'fit_classifier', 'export_classifier', 'load_classifier', 'check_images', 'predict_proba', 'predict',
+           'paper_augmentations', 'augment_offline', 'read_augmented', 'augmented_rows', 'synthetic_rows',
+           'training_table', 'vocab_target', 'predictions_table', 'check_split_classes', 'train_classifier',
+           'run_experiments']
 
 # %% ../nbs/02_classifier.ipynb #18d80e69
 class WeightMappingError(RuntimeError):
@@ -397,17 +397,6 @@ def predict_proba(learn,      # a `Learner`, or the path of an exported one
     with learn.no_bar(): probs, _ = learn.get_preds(dl=dl)
     return probs.double().numpy()
 
-def malignant_probability(probs,   # (N, K) class probabilities
-                          vocab    # the K class names
-                         ) -> np.ndarray: # p(malignant) per row
-    "p(malignant): the 'malignant' column, or the sum over the classes in `MALIGNANT_DIAGNOSES`."
-    probs, vocab = np.asarray(probs, dtype=np.float64), list(vocab)
-    if 'malignant' in vocab: return probs[:, vocab.index('malignant')]
-    cols = [i for i, c in enumerate(vocab) if c in MALIGNANT_DIAGNOSES]
-    if not cols: raise ValueError(f"cannot give p(malignant): the classes {vocab} include neither 'malignant' "
-                                  f"nor a malignant diagnosis {list(MALIGNANT_DIAGNOSES)}")
-    return probs[:, cols].sum(1)
-
 def predict(learn,      # a `Learner`, or the path of an exported one
             paths,      # image files
             bs:int=64,  # batch size
@@ -431,10 +420,6 @@ def paper_augmentations(seed=None) -> 'A.Compose':
     ], seed=seed, save_applied_params=True)
 
 # %% ../nbs/02_classifier.ipynb #242d2f8a
-def has_diagnoses(df:pd.DataFrame) -> bool:
-    "Does every row of `df` have a diagnosis?"
-    return 'diagnosis' in df and bool(df.diagnosis.notna().all())
-
 def augment_offline(df:pd.DataFrame,   # tidy table; only its 'train' rows are used
                     dest,              # output folder (normalized layout), replaced atomically
                     factor:int=5,      # augmented copies per training image (the paper's 5x / 10x)
@@ -546,7 +531,11 @@ def check_split_classes(tbl:pd.DataFrame,        # training table ('train' and '
                                     "every class needs training images, and validation images to select on")
     return vocab
 
-_FIT = {k: p.default for k, p in inspect.signature(fit_classifier).parameters.items()}   # fit_classifier owns these defaults
+def _defaults(f) -> dict:
+    "The default of each argument of `f` that has one."
+    return {k: p.default for k, p in inspect.signature(f).parameters.items() if p.default is not inspect.Parameter.empty}
+
+_FIT = _defaults(fit_classifier)   # fit_classifier owns the epoch defaults
 
 def train_classifier(tbl:pd.DataFrame,        # 'train' rows to learn from, 'valid' rows to select on
                      path=None,               # folder for checkpoints (default: a new temporary folder)
@@ -576,10 +565,6 @@ def train_classifier(tbl:pd.DataFrame,        # 'train' rows to learn from, 'val
     return fit_classifier(learn, epochs, freeze_epochs, lr, unfrozen_lr, strategy)
 
 # %% ../nbs/02_classifier.ipynb #5978a3a0
-def _defaults(f) -> dict:
-    "The default of each argument of `f` that has one."
-    return {k: p.default for k, p in inspect.signature(f).parameters.items() if p.default is not inspect.Parameter.empty}
-
 @delegates(train_classifier, but=['tbl', 'path'])
 def run_experiments(df:pd.DataFrame,   # tidy table with 'train', 'valid' (and usually 'test') rows
                     synthetic=None,    # CycleGAN synthetic malignant set: table or normalized-layout folder

@@ -15,15 +15,15 @@ from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColRead
 
 # %% auto #0
 __all__ = ['LABELS', 'SPLITS', 'COLUMNS', 'OPTIONAL_COLUMNS', 'IMAGE_EXTS', 'DIAGNOSES', 'MALIGNANT_DIAGNOSES', 'TARGETS',
-           'CONFIGS', 'PRED_COLUMNS', 'PROB_PREFIX', 'ISIC2016_PARTS', 'DERMAMNIST_DIAGNOSES', 'DEMO_DIAGNOSES',
-           'DEMO_VERSION', 'in_nbdev_test', 'DataError', 'normalize_labels', 'normalize_diagnoses',
-           'diagnosis_to_label', 'class_vocab', 'prob_columns', 'prediction_vocab', 'load_image', 'pad_to_square',
-           'prepare_image', 'load_mask', 'prepare_mask', 'atomic_write', 'save_image_atomic', 'write_csv_atomic',
-           'atomic_dir', 'check_diagnosis_labels', 'add_diagnoses', 'attach_masks', 'has_mask', 'mask_summary',
-           'check_masks', 'read_normalized', 'write_labels', 'read_isic2016', 'read_class_folders', 'read_dermamnist',
-           'check_classes', 'read_dataset', 'draw_lesion', 'make_demo_dataset', 'project_data_dir', 'demo_data',
-           'add_valid_split', 'merge_datasets', 'exclude_seen', 'balanced_domains', 'ReadImage', 'ReadMask',
-           'AlbumentationsTransform', 'AlbumentationsImageMask', 'melanet_dls']
+           'CONFIGS', 'PRED_COLUMNS', 'PROB_PREFIX', 'ISIC2016_PARTS', 'DERMAMNIST_DIAGNOSES', 'DEMO_VERSION',
+           'in_nbdev_test', 'DataError', 'normalize_labels', 'normalize_diagnoses', 'diagnosis_to_label',
+           'has_diagnoses', 'class_vocab', 'prob_columns', 'prediction_vocab', 'malignant_probability', 'load_image',
+           'pad_to_square', 'prepare_image', 'load_mask', 'prepare_mask', 'atomic_write', 'save_image_atomic',
+           'write_csv_atomic', 'atomic_dir', 'check_diagnosis_labels', 'add_diagnoses', 'attach_masks', 'has_mask',
+           'mask_summary', 'check_masks', 'read_normalized', 'write_labels', 'read_isic2016', 'read_class_folders',
+           'read_dermamnist', 'check_classes', 'read_dataset', 'draw_lesion', 'make_demo_dataset', 'project_data_dir',
+           'demo_data', 'add_valid_split', 'merge_datasets', 'exclude_seen', 'balanced_domains', 'ReadImage',
+           'ReadMask', 'AlbumentationsTransform', 'AlbumentationsImageMask', 'melanet_dls']
 
 # %% ../nbs/00_data.ipynb #66b73bd1
 def in_nbdev_test() -> bool:
@@ -75,13 +75,17 @@ def diagnosis_to_label(diagnoses,                       # normalized diagnosis n
     "The binary label of each diagnosis, through the stated mapping."
     return ['malignant' if d in malignant else 'benign' for d in diagnoses]
 
+def has_diagnoses(df:pd.DataFrame) -> bool:
+    "Does every row of `df` have a diagnosis?"
+    return 'diagnosis' in df and bool(df.diagnosis.notna().all())
+
 def class_vocab(df:pd.DataFrame,  # tidy table
                 target='label'    # 'label' or 'diagnosis'
                ) -> list:         # class names; a model's output k is class k
     "The ordered classes of `target`: `LABELS` for the label; for diagnoses, `DIAGNOSES` order, then any others sorted."
     if target not in TARGETS: raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if target == 'label': return list(LABELS)
-    if 'diagnosis' not in df or df.diagnosis.isna().any():
+    if not has_diagnoses(df):
         raise DataError("target 'diagnosis' needs a diagnosis for every row (diagnosis.csv, or class folders with diagnosis names)")
     present = set(df.diagnosis)
     return [d for d in DIAGNOSES if d in present] + sorted(present - set(DIAGNOSES))
@@ -99,6 +103,17 @@ def prediction_vocab(preds:pd.DataFrame) -> list:
     "The classes of a predictions table, in the order of its `prob_<class>` columns."
     return [c[len(PROB_PREFIX):] for c in preds.columns if c.startswith(PROB_PREFIX)]
 
+def malignant_probability(probs,   # (N, K) class probabilities
+                          vocab    # the K class names
+                         ) -> np.ndarray: # p(malignant) per row
+    "p(malignant): the 'malignant' column, or the sum over the classes in `MALIGNANT_DIAGNOSES`."
+    probs, vocab = np.asarray(probs, dtype=np.float64), list(vocab)
+    if 'malignant' in vocab: return probs[:, vocab.index('malignant')]
+    cols = [i for i, c in enumerate(vocab) if c in MALIGNANT_DIAGNOSES]
+    if not cols: raise ValueError(f"cannot give p(malignant): the classes {vocab} include neither 'malignant' "
+                                  f"nor a malignant diagnosis {list(MALIGNANT_DIAGNOSES)}")
+    return probs[:, cols].sum(1)
+
 # %% ../nbs/00_data.ipynb #6122c7a2
 def _to_rgb(im: Image.Image) -> Image.Image:
     "Convert any PIL mode to 8-bit RGB, rescaling 16/32-bit data and compositing transparency on black."
@@ -113,6 +128,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         im = Image.alpha_composite(bg, im)
     return im.convert('RGB') if im.mode != 'RGB' else im
 
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)   # what a bad image file raises
+
 def load_image(path # image file
               ) -> Image.Image: # 8-bit RGB image, fully decoded
     "Open `path` as RGB; raise `DataError` naming the file when it is missing, truncated or not an image."
@@ -122,7 +139,7 @@ def load_image(path # image file
         with Image.open(path) as im:
             im.load()
             return _to_rgb(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except _DECODE_ERRORS as e:
         raise DataError(f"{path}: cannot decode image ({e})") from e
 
 # %% ../nbs/00_data.ipynb #bd50ad17
@@ -157,7 +174,7 @@ def load_mask(path # mask file (PNG or any IMAGE_EXTS), 0/255 or 0/1
     if not path.is_file(): raise DataError(f"{path}: mask file not found")
     try:
         with Image.open(path) as im: return _binarize(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except _DECODE_ERRORS as e:
         raise DataError(f"{path}: cannot decode mask ({e})") from e
 
 def prepare_mask(src,            # mask path or PIL image
@@ -299,8 +316,6 @@ def mask_summary(df: pd.DataFrame # tidy table, possibly filtered or concatenate
                 missing_examples=df.image_id[~has].head(5).tolist())
 
 # %% ../nbs/00_data.ipynb #3200ee13
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-
 def _mask_problem(mask_path, image_path) -> str | None:
     "What is wrong with one mask file: a message, 'empty' for an all-0 mask, or None."
     try:
@@ -478,6 +493,9 @@ def check_classes(df: pd.DataFrame,  # tidy table
                   target='label'     # 'label' or 'diagnosis': whose classes must all have training images
                  ) -> pd.DataFrame:  # `df`, unchanged
     "Raise `DataError` when a class of `target` has no image in the training split (or in the whole table if it has none)."
+    if target == 'diagnosis' and not has_diagnoses(df):
+        n = len(df) if 'diagnosis' not in df else int(df.diagnosis.isna().sum())
+        raise DataError(f"{where}: target 'diagnosis' but {n} row(s) have no diagnosis (add a diagnosis.csv)")
     part = df[df.split == 'train'] if (df.split == 'train').any() else df
     if part.empty: raise DataError(f"{where}: no images")
     counts = part[target].value_counts()
@@ -503,8 +521,6 @@ def read_dataset(path,                # dataset folder or .npz file
     return check_classes(df, path)
 
 # %% ../nbs/00_data.ipynb #72436242
-DEMO_DIAGNOSES = ('nevus', 'melanoma', 'seborrheic_keratosis')   # the classes `draw_lesion` can draw
-
 def _smooth_noise(rng, h, w, cells=6) -> np.ndarray:
     "Smooth noise in [0,1]: random values on a coarse grid, upsampled bicubically."
     g = (rng.random((cells, cells)) * 255).astype(np.uint8)
@@ -605,7 +621,7 @@ def draw_lesion(diagnosis='nevus', # 'nevus', 'melanoma' or 'seborrheic_keratosi
                ) -> tuple:         # (RGB image, lesion mask as 'L' image, 0/255)
     "Draw one dermoscopy-like image of `diagnosis` and its lesion mask."
     if isinstance(diagnosis, (bool, np.bool_)): diagnosis = 'melanoma' if diagnosis else 'nevus'
-    if diagnosis not in DEMO_DIAGNOSES: raise ValueError(f"diagnosis must be one of {DEMO_DIAGNOSES} or a bool, got {diagnosis!r}")
+    if diagnosis not in DIAGNOSES: raise ValueError(f"diagnosis must be one of {tuple(DIAGNOSES)} or a bool, got {diagnosis!r}")
     rng, sk, malignant = np.random.default_rng(seed), diagnosis == 'seborrheic_keratosis', diagnosis == 'melanoma'
     t = _sk_traits(rng) if sk else _lesion_traits(rng, malignant)
     g = _outline(rng, t, size)
@@ -683,7 +699,7 @@ def demo_data(n:int=400, size:int=128, seed:int=0, root=None) -> Path:
 # %% ../nbs/00_data.ipynb #b0e764b0
 def _strata(train: pd.DataFrame, df: pd.DataFrame, valid_pct) -> str:
     "The column to stratify by: 'diagnosis' when every row has one and each diagnosis can be split, else 'label'."
-    if 'diagnosis' not in df or df.diagnosis.isna().any(): return 'label'
+    if not has_diagnoses(df): return 'label'
     counts, n_valid = train.diagnosis.value_counts(), int(np.ceil(valid_pct * len(train)))
     if counts.min() >= 2 and min(n_valid, len(train) - n_valid) >= len(counts): return 'diagnosis'
     warnings.warn(f"too few training images per diagnosis to stratify by it ({counts.to_dict()}); stratifying by label")

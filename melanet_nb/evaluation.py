@@ -13,7 +13,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt, seaborn as sns
 from fastcore.basics import store_attr
 from fastprogress.fastprogress import progress_bar
-from .data import (LABELS, DIAGNOSES, MALIGNANT_DIAGNOSES, PRED_COLUMNS, PROB_PREFIX, prob_columns,
+from .data import (LABELS, DIAGNOSES, MALIGNANT_DIAGNOSES, PRED_COLUMNS, PROB_PREFIX, prob_columns, malignant_probability,
                              prediction_vocab, write_csv_atomic, atomic_write)
 
 # %% auto #0
@@ -390,7 +390,7 @@ def _malignant_score(y, probs, vocab):
     "(is-malignant 0/1, summed probability of the `MALIGNANT_DIAGNOSES` classes), or None when the vocab has none."
     idx = [i for i, c in enumerate(vocab) if c in MALIGNANT_DIAGNOSES]
     if not idx: return None
-    return np.isin(y, idx).astype(int), np.clip(np.asarray(probs)[:, idx].sum(1), 0, 1)
+    return np.isin(y, idx).astype(int), np.clip(malignant_probability(probs, vocab), 0, 1)
 
 def melanoma_vs_rest(y, probs, vocab, n_boot=2000, level=0.95, seed=42
                     ) -> dict: # melanoma_auc, melanoma_auc_ci_low, melanoma_auc_ci_high, melanoma_auc_se_delong; {} without melanoma

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.docments import docments
 from .data import *
-from .cyclegan import train_cyclegan, synthesize
-from .classifier import run_experiments, LOSSES
-from .evaluation import write_evaluation
+from .cyclegan import train_cyclegan, synthesize, list_checkpoints
+from .classifier import run_experiments, load_classifier, predict_proba, LOSSES
+from .evaluation import write_evaluation, lesion_attention, frozen_features, synthesis_quality
 
 # %% auto #0
 __all__ = ['default_of', 'RunConfig', 'read_config_file', 'fingerprint', 'Stage', 'write_json_atomic', 'choose_device',
@@ -118,14 +118,6 @@ def choose_device(name='auto'):
     defaults.use_cuda = use_cuda
     return torch.device('cuda' if use_cuda else 'cpu')
 
-def _check_target(df, cfg, where):
-    "Refuse a diagnosis run on rows without a diagnosis, naming the dataset and the count."
-    if cfg.target not in TARGETS: raise ValueError(f"target must be one of {TARGETS}, got {cfg.target!r}")
-    if cfg.target == 'diagnosis' and ('diagnosis' not in df or df.diagnosis.isna().any()):
-        n = len(df) if 'diagnosis' not in df else int(df.diagnosis.isna().sum())
-        raise DataError(f"{where}: target 'diagnosis' but {n} row(s) have no diagnosis (add a diagnosis.csv)")
-    return check_classes(df, where, cfg.target)
-
 # %% ../nbs/04_pipeline.ipynb #787e4496
 def load_run_table(cfg: RunConfig) -> tuple: # (table, info dict)
     "Read the dataset(s) of `cfg` into one tidy table with train/valid/test splits."
@@ -140,7 +132,7 @@ def load_run_table(cfg: RunConfig) -> tuple: # (table, info dict)
     test, info['test_seen_in_training_dropped'] = exclude_seen(source[source.split == 'test'], seen)
     if test.empty: raise DataError(f"{cfg.test_data or root}: no 'test' rows left after removing images seen in training; "
                                    "pass --test-data with a test split")
-    df = _check_target(pd.concat([seen, test], ignore_index=True), cfg, cfg.test_data or root)
+    df = check_classes(pd.concat([seen, test], ignore_index=True), cfg.test_data or root, cfg.target)
     info.update({f'final_{split}_{cls}': int(n) for (split, cls), n in df.groupby(['split', cfg.target]).size().items()})
     if 'mask' in df: info['masks'] = {split: mask_summary(g) for split, g in df.groupby('split')}
     return df, info
@@ -163,7 +155,6 @@ def read_run_table(data: Stage) -> pd.DataFrame:
 # %% ../nbs/04_pipeline.ipynb #e9add305
 def run_gan(cfg: RunConfig, run_dir, data: Stage) -> Stage:
     "Stage 2: train CycleGAN on balanced domains of the training split."
-    from melanet_nb.cyclegan import list_checkpoints
     st = Stage(run_dir, 'cyclegan', data.key, cfg.size, cfg.gan_epochs, cfg.gan_width, cfg.seed,
                *([cfg.gan_identity] if cfg.gan_identity else []))   # runs from before this option keep their key
     if not st.done:
@@ -212,8 +203,6 @@ def model_path(train: Stage, config:str) -> Path:
 # %% ../nbs/04_pipeline.ipynb #24b5f3f7
 def run_lesion_attention(cfg: RunConfig, run_dir, data: Stage, train: Stage) -> Stage | None:
     "Stage 5: Grad-CAM mass inside the expert lesion mask, per test image and configuration (None without masks)."
-    from melanet_nb.classifier import load_classifier
-    from melanet_nb.evaluation import lesion_attention
     test = read_run_table(data).query("split == 'test'")
     if 'mask' not in test or test['mask'].isna().all(): return None
     st = Stage(run_dir, 'lesion_attention', train.key)
@@ -227,7 +216,6 @@ def run_lesion_attention(cfg: RunConfig, run_dir, data: Stage, train: Stage) -> 
 
 def run_synthesis_quality(cfg: RunConfig, run_dir, data: Stage, synth: Stage) -> Stage:
     "Stage 5: frozen-feature KID and probe of the synthetic set against the real training images."
-    from melanet_nb.evaluation import frozen_features, synthesis_quality
     st = Stage(run_dir, 'synthesis_quality', synth.key, cfg.size)
     if not st.done:
         t0 = time.time()
@@ -461,7 +449,6 @@ def _stop_after(cfg, command):
     print(f"synthetic: {synth.info['n_synthetic']} images -> {synth.dir/'set'}")
 
 def _predict(args):
-    from melanet_nb.classifier import load_classifier, predict_proba, malignant_probability
     learn = load_classifier(args.model)
     probs = predict_proba(learn, args.images)
     out = pd.DataFrame(probs, columns=prob_columns(learn.dls.vocab)).assign(path=args.images)
