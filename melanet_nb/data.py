@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #2add14aa
 from __future__ import annotations
-import os, re, json, shutil, tempfile, warnings
+import os, re, json, shutil, tempfile, warnings, hashlib
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -15,15 +15,17 @@ from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColRead
 
 # %% auto #0
 __all__ = ['LABELS', 'SPLITS', 'COLUMNS', 'OPTIONAL_COLUMNS', 'IMAGE_EXTS', 'DIAGNOSES', 'MALIGNANT_DIAGNOSES', 'TARGETS',
-           'CONFIGS', 'PRED_COLUMNS', 'PROB_PREFIX', 'ISIC2016_PARTS', 'DERMAMNIST_DIAGNOSES', 'DEMO_VERSION',
-           'in_nbdev_test', 'DataError', 'normalize_labels', 'normalize_diagnoses', 'diagnosis_to_label',
-           'has_diagnoses', 'class_vocab', 'prob_columns', 'prediction_vocab', 'malignant_probability', 'load_image',
-           'pad_to_square', 'prepare_image', 'load_mask', 'prepare_mask', 'atomic_write', 'save_image_atomic',
-           'write_csv_atomic', 'atomic_dir', 'check_diagnosis_labels', 'add_diagnoses', 'attach_masks', 'has_mask',
-           'mask_summary', 'check_masks', 'read_normalized', 'write_labels', 'read_isic2016', 'read_class_folders',
-           'read_dermamnist', 'check_classes', 'read_dataset', 'draw_lesion', 'make_demo_dataset', 'project_data_dir',
-           'demo_data', 'add_valid_split', 'merge_datasets', 'exclude_seen', 'balanced_domains', 'ReadImage',
-           'ReadMask', 'AlbumentationsTransform', 'AlbumentationsImageMask', 'melanet_dls']
+           'CONFIGS', 'PRED_COLUMNS', 'PROB_PREFIX', 'TRANSPARENT_ON', 'ISIC2016_PARTS', 'DERMAMNIST_DIAGNOSES',
+           'DEMO_VERSION', 'VERIFY_SIDE', 'TABLE_EXTS', 'in_nbdev_test', 'DataError', 'normalize_labels',
+           'normalize_diagnoses', 'diagnosis_to_label', 'has_diagnoses', 'class_vocab', 'prob_columns',
+           'prediction_vocab', 'malignant_probability', 'load_image', 'pad_to_square', 'prepare_image', 'load_mask',
+           'prepare_mask', 'atomic_write', 'save_image_atomic', 'write_csv_atomic', 'remove_stale_tmp', 'atomic_dir',
+           'check_diagnosis_labels', 'add_diagnoses', 'attach_masks', 'has_mask', 'mask_summary', 'check_masks',
+           'read_normalized', 'write_labels', 'read_isic2016', 'read_class_folders', 'read_dermamnist', 'check_classes',
+           'read_dataset', 'draw_lesion', 'make_demo_dataset', 'project_data_dir', 'demo_data', 'add_valid_split',
+           'merge_datasets', 'exclude_seen', 'verify_images', 'dataset_fingerprint', 'find_duplicate_images',
+           'balanced_domains', 'ReadImage', 'ReadMask', 'AlbumentationsTransform', 'AlbumentationsImageMask',
+           'melanet_dls', 'refresh_input_types']
 
 # %% ../nbs/00_data.ipynb #66b73bd1
 def in_nbdev_test() -> bool:
@@ -115,16 +117,18 @@ def malignant_probability(probs,   # (N, K) class probabilities
     return probs[:, cols].sum(1)
 
 # %% ../nbs/00_data.ipynb #6122c7a2
+TRANSPARENT_ON = (255, 255, 255)   # transparent pixels are composited on white, as image viewers and browsers show them
+
 def _to_rgb(im: Image.Image) -> Image.Image:
-    "Convert any PIL mode to 8-bit RGB, rescaling 16/32-bit data and compositing transparency on black."
+    "Convert any PIL mode to 8-bit RGB, rescaling 16/32-bit data and compositing transparency on `TRANSPARENT_ON`."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
         a = np.asarray(im).astype(np.float32)
         top = 65535. if im.mode.startswith('I;16') or a.max() > 255 else 255.
         im = Image.fromarray(np.clip(a / top * 255 + .5, 0, 255).astype(np.uint8), 'L')
     if im.mode == 'P': im = im.convert('RGBA')
-    if im.mode in ('RGBA', 'LA', 'PA'):
+    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
         im = im.convert('RGBA')
-        bg = Image.new('RGBA', im.size, (0, 0, 0, 255))
+        bg = Image.new('RGBA', im.size, (*TRANSPARENT_ON, 255))
         im = Image.alpha_composite(bg, im)
     return im.convert('RGB') if im.mode != 'RGB' else im
 
@@ -132,8 +136,9 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError
 
 def load_image(path # image file
               ) -> Image.Image: # 8-bit RGB image, fully decoded
-    "Open `path` as RGB; raise `DataError` naming the file when it is missing, truncated or not an image."
+    "Open `path` as RGB; raise `DataError` naming the file when it is missing, a folder, truncated or not an image."
     path = Path(path)
+    if path.is_dir(): raise DataError(f"{path}: is a directory, not an image file")
     if not path.is_file(): raise DataError(f"{path}: image file not found")
     try:
         with Image.open(path) as im:
@@ -211,21 +216,63 @@ def write_csv_atomic(df: pd.DataFrame, path) -> Path:
     "Write `df` as CSV (no index) to `path` atomically."
     return atomic_write(path, lambda t: df.to_csv(t, index=False))
 
+# %% ../nbs/00_data.ipynb #cb604014
+_STALE_RE = re.compile(r'^\..+\.(?:tmp|old)(\d+)(?:-[0-9a-f]*)?$')   # names atomic_write / atomic_dir use while writing
+
+def _pid_alive(pid:int) -> bool:
+    "Is process `pid` running (ours counts as running)?"
+    if pid == os.getpid(): return True
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True   # exists, owned by someone else
+    except OverflowError: return False
+    return True
+
+def remove_stale_tmp(folder,          # folder to clean
+                     recursive=True   # also clean every sub-folder
+                    ) -> list:        # the removed paths
+    "Remove the temporary files and folders that a killed `atomic_write` / `atomic_dir` left (their process is gone)."
+    folder, removed = Path(folder), []
+    if not folder.is_dir(): return removed
+    for p in (folder.rglob('.*') if recursive else folder.glob('.*')):
+        m = _STALE_RE.match(p.name)
+        if not m or _pid_alive(int(m.group(1))) or not p.exists(): continue
+        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
+        else: p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+# %% ../nbs/00_data.ipynb #b5afff42
+def _new_dir(parent: Path, prefix: str) -> Path:
+    "Create a new uniquely named folder in `parent` with the user's normal permissions (umask), unlike `mkdtemp`'s 0700."
+    while True:
+        d = parent/f'{prefix}{os.urandom(4).hex()}'
+        try: d.mkdir(); return d
+        except FileExistsError: continue
+
 @contextmanager
 def atomic_dir(dest # final folder; replaced as a whole on success
               ):
     "Yield a temporary folder beside `dest`; rename it to `dest` on success, delete it on error."
     dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.tmp-', dir=dest.parent))
+    remove_stale_tmp(dest.parent, recursive=False)
+    tmp = _new_dir(dest.parent, f'.{dest.name}.tmp{os.getpid()}-')
     try: yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
-    old = dest.with_name(f'.{dest.name}.old-{os.getpid()}')
+    old = dest.with_name(f'.{dest.name}.old{os.getpid()}-')
     if dest.exists(): os.replace(dest, old)
     os.replace(tmp, dest)
     shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/00_data.ipynb #c4c97fd3
+def _read_csv(csv: Path, **kwargs) -> pd.DataFrame:
+    "`pd.read_csv` as text; a `DataError` naming `csv` when it is empty, not text, or not a table."
+    try: return pd.read_csv(csv, dtype=str, **kwargs)
+    except pd.errors.EmptyDataError: raise DataError(f"{csv}: the file is empty; expected a CSV table") from None
+    except UnicodeDecodeError as e: raise DataError(f"{csv}: not a text CSV file (undecodable byte at {e.start})") from None
+    except (pd.errors.ParserError, ValueError) as e: raise DataError(f"{csv}: cannot parse as CSV ({str(e).strip()})") from None
+
 def _index_images(folder: Path) -> dict:
     "Map image id (file stem) to path for every image file in `folder`."
     files = {}
@@ -272,7 +319,7 @@ def add_diagnoses(labels: pd.DataFrame, # labels.csv rows: image_id, label, spli
                  ) -> pd.DataFrame:     # `labels` with a normalized `diagnosis` column
     "Join `diagnosis.csv` to the labels.csv rows: every row needs a diagnosis, and splits and labels must agree."
     csv = Path(csv)
-    diag = pd.read_csv(csv, dtype=str)
+    diag = _read_csv(csv)
     need = {'image_id', 'diagnosis'} - set(diag.columns)
     if need: raise DataError(f"{csv}: missing column(s) {sorted(need)}; found {list(diag.columns)}")
     dup = diag.image_id[diag.image_id.duplicated()].unique()
@@ -364,9 +411,10 @@ def read_normalized(root,                # folder holding images/, labels.csv, o
     images, csv = root/'images', root/'labels.csv'
     if not images.is_dir(): raise DataError(f"{root}: missing images/ folder (normalized layout: images/ + labels.csv)")
     if not csv.is_file(): raise DataError(f"{root}: missing labels.csv (normalized layout: images/ + labels.csv)")
-    labels = pd.read_csv(csv, dtype=str)
+    labels = _read_csv(csv)
     need = {'image_id', 'label', 'split'} - set(labels.columns)
     if need: raise DataError(f"{csv}: missing column(s) {sorted(need)}; found {list(labels.columns)}")
+    if labels.empty: raise DataError(f"{csv}: has a header but no rows")
     labels['label'] = normalize_labels(labels.label, csv)
     labels['split'] = labels.split.str.strip().str.lower()
     _check_splits(labels, csv)
@@ -407,7 +455,7 @@ def read_isic2016(root, missing='raise') -> pd.DataFrame:
         if not folder.exists() and not csv.exists(): continue
         if not folder.is_dir(): raise DataError(f"{root}: {csv.name} found but folder {folder.name}/ is missing")
         if not csv.is_file(): raise DataError(f"{root}: folder {folder.name}/ found but {csv.name} is missing")
-        labels = pd.read_csv(csv, header=None, dtype=str)
+        labels = _read_csv(csv, header=None)
         if labels.shape[1] < 2: raise DataError(f"{csv}: expected two columns (image id, label) without header")
         labels = labels.iloc[:, :2].set_axis(['image_id', 'label'], axis=1)
         labels['label'] = normalize_labels(labels.label, csv)
@@ -488,11 +536,22 @@ def read_dermamnist(npz,        # MedMNIST-style file with {train,val,test}_{ima
     return read_normalized(dest, source='dermamnist')
 
 # %% ../nbs/00_data.ipynb #e12586ec
-def check_classes(df: pd.DataFrame,  # tidy table
-                  where='dataset',   # dataset name or path, used in the error message
-                  target='label'     # 'label' or 'diagnosis': whose classes must all have training images
-                 ) -> pd.DataFrame:  # `df`, unchanged
-    "Raise `DataError` when a class of `target` has no image in the training split (or in the whole table if it has none)."
+def _check_eval_split(df, split, vocab, where, target):
+    "A valid or test split needs two classes for its metrics (AUC, thresholds); a missing diagnosis is warned."
+    part = df[df.split == split]
+    if part.empty: return
+    present = set(part[target])
+    if len(present) < 2: raise DataError(f"{where}: split '{split}' has only class {sorted(present)} ({len(part)} image(s)); "
+                                         f"its metrics (AUC, sensitivity, thresholds) need images of at least two classes")
+    absent = [c for c in vocab if c not in present]
+    if absent: warnings.warn(f"{where}: split '{split}' has no image of class {absent}; that class's metrics are undefined")
+
+def check_classes(df: pd.DataFrame,           # tidy table
+                  where='dataset',            # dataset name or path, used in the error message
+                  target='label',             # 'label' or 'diagnosis': whose classes must all have training images
+                  eval_splits=('valid', 'test') # splits that, when present, need at least two classes
+                 ) -> pd.DataFrame:           # `df`, unchanged
+    "`DataError` when a class has no training image (whole table if no train split), or a valid/test split has one class."
     if target == 'diagnosis' and not has_diagnoses(df):
         n = len(df) if 'diagnosis' not in df else int(df.diagnosis.isna().sum())
         raise DataError(f"{where}: target 'diagnosis' but {n} row(s) have no diagnosis (add a diagnosis.csv)")
@@ -501,8 +560,10 @@ def check_classes(df: pd.DataFrame,  # tidy table
     counts = part[target].value_counts()
     empty = [c for c in class_vocab(df, target) if counts.get(c, 0) == 0]
     if empty: raise DataError(f"{where}: class {empty} has no images in split '{part.split.iloc[0]}'")
+    for split in eval_splits: _check_eval_split(df, split, class_vocab(df, target), where, target)
     return df
 
+# %% ../nbs/00_data.ipynb #75cbf06c
 def read_dataset(path,                # dataset folder or .npz file
                  missing='raise',     # 'raise' or 'warn' when a labelled id has no image
                  validate_masks=True  # check every mask of a masks/ folder (`check_masks`); False skips it
@@ -518,7 +579,7 @@ def read_dataset(path,                # dataset folder or .npz file
     else: raise DataError(f"{path}: unrecognised layout; expected images/ + labels.csv (+ optional diagnosis.csv, masks/), "
                           "the ISBI2016_ISIC_Part3_* folders, class folders (benign/ + malignant/, or one per diagnosis, "
                           "optionally inside train/ valid/ test/), or a DermaMNIST .npz")
-    return check_classes(df, path)
+    return check_classes(df, path, eval_splits=())   # a run checks its final valid/test splits (an extra-train set's test is unused)
 
 # %% ../nbs/00_data.ipynb #72436242
 def _smooth_noise(rng, h, w, cells=6) -> np.ndarray:
@@ -639,6 +700,15 @@ def draw_lesion(diagnosis='nevus', # 'nevus', 'melanoma' or 'seborrheic_keratosi
     return out, mask
 
 # %% ../nbs/00_data.ipynb #5a8bc4d7
+def _check_demo_args(n, size, seed, **fractions):
+    "Refuse demo parameters that cannot make a usable dataset, before anything is written."
+    for name, v in dict(n=n, seed=seed).items():
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"demo data: {name} must be a non-negative integer, got {v!r}")
+    _check_size(size)
+    for name, v in fractions.items():
+        if not isinstance(v, (int, float)) or not 0 <= v <= 1: raise ValueError(f"demo data: {name} must be in [0, 1], got {v!r}")
+
 def _demo_classes(n, seed, malignant_frac, test_frac, sk_frac) -> tuple:
     "(labels, splits, diagnoses) of a demo set: binary labels and stratified splits first, then SKs among the benign."
     rng = np.random.default_rng(seed)
@@ -654,6 +724,11 @@ def _demo_classes(n, seed, malignant_frac, test_frac, sk_frac) -> tuple:
     for s in ('train', 'test'):   # the same share in each split
         idx = np.flatnonzero((labels == 'benign') & (split == s))
         diagnosis[sk_rng.choice(idx, int(round(len(idx) * share)), replace=False)] = 'seborrheic_keratosis'
+    for lab in LABELS:
+        if ((labels == lab) & (split == 'train')).sum() < 2 or not ((labels == lab) & (split == 'test')).any():
+            raise ValueError(f"demo data: n={n} is too small for malignant_frac={malignant_frac}, test_frac={test_frac}: "
+                             f"every class needs >= 2 training images and >= 1 test image (n=20 is the smallest that works "
+                             f"with the defaults)")
     return labels, split, diagnosis
 
 # %% ../nbs/00_data.ipynb #96b0ef13
@@ -668,6 +743,7 @@ def make_demo_dataset(dest,               # output folder (normalized layout: im
                      ) -> Path:
     "Draw `n` demo lesions (nevus, melanoma, seborrheic keratosis) with masks and write a normalized-layout dataset."
     from fastprogress.fastprogress import progress_bar
+    _check_demo_args(n, size, seed, malignant_frac=malignant_frac, test_frac=test_frac, sk_frac=sk_frac)
     labels, split, diagnosis = _demo_classes(n, seed, malignant_frac, test_frac, sk_frac)
     ids = [f'DEMO_{seed:03d}_{i:05d}' for i in range(n)]
     with atomic_dir(dest) as d:
@@ -692,6 +768,7 @@ def project_data_dir() -> Path:
 
 def demo_data(n:int=400, size:int=128, seed:int=0, root=None) -> Path:
     "Path of the cached demo dataset with these parameters, generated on first use."
+    _check_demo_args(n, size, seed)
     dest = Path(root or project_data_dir()/'demo')/f'demo{DEMO_VERSION}_n{n}_s{size}_seed{seed}'
     if not (dest/'labels.csv').is_file(): make_demo_dataset(dest, n, size, seed)
     return dest
@@ -737,6 +814,98 @@ def exclude_seen(df: pd.DataFrame,   # rows to evaluate on, e.g. ISIC-2017 test
     hit = df.image_id.isin(seen.image_id)
     return df[~hit].reset_index(drop=True), int(hit.sum())
 
+# %% ../nbs/00_data.ipynb #b8213790
+VERIFY_SIDE = 64   # JPEGs are verified decoded at reduced scale, down to about this side (every byte is still read)
+
+def _image_problem(path) -> str | None:
+    "What is wrong with one image file, or None."
+    path = Path(path)
+    if path.is_dir(): return 'is a directory, not an image file'
+    if not path.is_file(): return 'image file not found'
+    try:
+        with Image.open(path) as im:
+            im.draft('RGB', (VERIFY_SIDE, VERIFY_SIDE))
+            im.load()
+    except _DECODE_ERRORS as e: return f'cannot decode image ({e})'
+    return None
+
+def verify_images(df: pd.DataFrame,  # tidy table: `path`, and `mask` when present
+                  progress=True,     # show a progress bar
+                  max_listed=20      # bad files named in the error
+                 ) -> pd.DataFrame:  # `df`, unchanged
+    "Decode every image and mask of `df` before anything trains; one `DataError` lists every bad file."
+    from fastprogress.fastprogress import progress_bar
+    rows = list(df.itertuples())
+    with_mask = 'mask' in df and has_mask(df)
+    bad, empty = {}, []
+    for i, r in enumerate(progress_bar(rows, leave=False) if progress and rows else rows):
+        if (p := _image_problem(r.path)): bad[r.path] = p
+        if 'mask' in df and with_mask.iloc[i]:
+            m = _mask_problem(r.mask, r.path)
+            if m == 'empty': empty.append(r.image_id)
+            elif m: bad[r.mask] = m
+    if bad: raise DataError(f"{len(bad)} of {len(rows)} image(s)/mask(s) are bad; nothing was trained:\n"
+                            + '\n'.join(f'  {f}: {p}' for f, p in list(bad.items())[:max_listed])
+                            + (f'\n  ... and {len(bad) - max_listed} more' if len(bad) > max_listed else ''))
+    if empty: warnings.warn(f"{len(empty)} mask(s) are all 0 (no lesion outlined), e.g. {empty[:5]}")
+    return df
+
+# %% ../nbs/00_data.ipynb #5766ee39
+TABLE_EXTS = ('.csv', '.tsv', '.json', '.txt', '.toml', '.yaml', '.yml')   # hashed by content in a dataset fingerprint
+
+def _file_entries(path: Path):
+    "(relative name, file) for every visible file under `path` (or `path` itself), sorted."
+    if path.is_file(): return [(path.name, path)]
+    out = []
+    for d, dirs, files in os.walk(path):
+        dirs[:] = sorted(x for x in dirs if not x.startswith('.'))
+        out += [(os.path.relpath(os.path.join(d, f), path), Path(d)/f) for f in files if not f.startswith('.')]
+    return sorted(out)
+
+def dataset_fingerprint(path # dataset folder or .npz file, any layout `read_dataset` reads
+                       ) -> str: # 16 hex digits; changes whenever a table's content or any file's size or mtime changes
+    "Fingerprint of what `read_dataset(path)` reads: the bytes of its tables, the name, size and mtime of its other files."
+    path = Path(path).expanduser()
+    if not path.exists(): raise DataError(f"{path}: dataset not found")
+    h = hashlib.sha256()
+    for rel, f in _file_entries(path):
+        st = f.stat()
+        h.update(rel.encode() + b'\0')
+        if f.suffix.lower() in TABLE_EXTS: h.update(hashlib.sha256(f.read_bytes()).digest())
+        else: h.update(f'{st.st_size}:{st.st_mtime_ns}'.encode())
+    return h.hexdigest()[:16]
+
+# %% ../nbs/00_data.ipynb #19f056a8
+def _content_key(path, by) -> str:
+    "sha256 of the file's bytes, or of its decoded RGB pixels and size."
+    if by == 'bytes': return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    img = load_image(path)
+    return hashlib.sha256(f'{img.size}'.encode() + img.tobytes()).hexdigest()
+
+def _cheap_key(path, by):
+    "A key that equal contents must share: the file size, or the image size read from the header."
+    if by == 'bytes': return os.path.getsize(path)
+    with Image.open(path) as im: return im.size
+
+def find_duplicate_images(df: pd.DataFrame,                 # tidy table with `path` and `split`
+                          query=('test',),                  # splits searched for copies ...
+                          reference=('train', 'valid'),     # ... of images in these splits
+                          by='bytes'                        # 'bytes': identical files; 'pixels': identical decoded pixels
+                         ) -> pd.DataFrame:                 # one row per pair: query_id, reference_id, their splits, hash
+    "Pairs of images with identical content under different ids, one in `query` splits and one in `reference` splits."
+    if by not in ('bytes', 'pixels'): raise ValueError(f"by must be 'bytes' or 'pixels', got {by!r}")
+    q, r = df[df.split.isin(query)], df[df.split.isin(reference)]
+    qk, rk = ({p: _cheap_key(p, by) for p in t.path} for t in (q, r))
+    both, keys = set(qk.values()) & set(rk.values()), {**qk, **rk}
+    hashes = {p: _content_key(p, by) for p, k in keys.items() if k in both}   # only files that could be equal
+    rq = r[r.path.isin(hashes)].assign(hash=lambda d: d.path.map(hashes))
+    qq = q[q.path.isin(hashes)].assign(hash=lambda d: d.path.map(hashes))
+    pairs = qq.merge(rq, on='hash', suffixes=('_query', '_reference'))
+    pairs = pairs[pairs.image_id_query != pairs.image_id_reference]
+    cols = dict(image_id_query='query_id', image_id_reference='reference_id', split_query='query_split',
+                split_reference='reference_split')
+    return pairs.rename(columns=cols)[[*cols.values(), 'hash']].reset_index(drop=True)
+
 # %% ../nbs/00_data.ipynb #0de155be
 def balanced_domains(df: pd.DataFrame, # tidy table
                      seed=42           # sampling seed
@@ -749,14 +918,16 @@ def balanced_domains(df: pd.DataFrame, # tidy table
 
 # %% ../nbs/00_data.ipynb #72e1bbb3
 class ReadImage(Transform):
-    "Load, pad and resize an image path to a `PILImage` of side `size`."
+    "Load, pad and resize an image path (or pad and resize a PIL image) to a `PILImage` of side `size`."
+    input_types = (str, Path, Image.Image)   # what `Learner.predict` / `test_dl` may be given: a path, or any PIL image
     def __init__(self, size=128): store_attr()
-    def encodes(self, path: str | Path): return PILImage.create(prepare_image(path, self.size))
+    def encodes(self, src:str|Path|Image.Image): return PILImage.create(prepare_image(src, self.size))
 
 class ReadMask(Transform):
-    "Load, pad and resize a mask path (as `prepare_mask`) to a `PILMask` of side `size` with values 0/1."
+    "Load, pad and resize a mask path or PIL image (as `prepare_mask`) to a `PILMask` of side `size` with values 0/1."
+    input_types = (str, Path, Image.Image)
     def __init__(self, size=128): store_attr()
-    def encodes(self, path: str | Path): return PILMask.create(np.asarray(prepare_mask(path, self.size)) // 255)
+    def encodes(self, src:str|Path|Image.Image): return PILMask.create(np.asarray(prepare_mask(src, self.size)) // 255)
 
 class AlbumentationsTransform(RandTransform):
     "Apply an albumentations pipeline to training images only."
@@ -804,3 +975,14 @@ def melanet_dls(df: pd.DataFrame, # tidy table; rows of split 'train' and 'valid
                       item_tfms=[aug(albu)] if albu is not None else None, batch_tfms=Normalize.from_stats(*imagenet_stats))
     kwargs.setdefault('num_workers', 0)
     return block.dataloaders(df, bs=bs, seed=seed, **kwargs)
+
+# %% ../nbs/00_data.ipynb #f1829dcf
+def refresh_input_types(learn_or_dls # a (loaded) `Learner`, or its `DataLoaders`
+                       ):            # the same object
+    "Let `predict`/`test_dl` of a learner exported before `ReadImage.input_types` accept a `Path` or a PIL image."
+    dls = getattr(learn_or_dls, 'dls', learn_or_dls)
+    for ds in (dls.train_ds, dls.valid_ds):
+        for tl in getattr(ds, 'tls', [ds]):
+            fs, types = tl.tfms.fs, list(getattr(tl, 'types', []))
+            if len(types) > len(fs): tl.types = [getattr(f, 'input_types', t) for f, t in zip(fs, types)] + types[len(fs):]
+    return learn_or_dls
