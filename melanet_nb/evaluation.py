@@ -18,16 +18,18 @@ from .data import (LABELS, DIAGNOSES, MALIGNANT_DIAGNOSES, PRED_COLUMNS, PROB_PR
 
 # %% auto #0
 __all__ = ['PROB_SUM_TOL', 'OLD_BINARY_COLUMNS', 'PAIRED_COLUMNS', 'PAIRED_COLUMNS_MULTICLASS', 'PAPER_TEST_COUNTS',
-           'PAPER_TABLE1', 'THESIS_SOURCE', 'THESIS_TABLE9', 'ECE_BINS', 'TEMPERATURE_BOUNDS', 'LOG_EPS', 'PROBE_C',
-           'NPV_NOTE', 'THESIS_NOTE', 'MetricInputError', 'check_binary', 'confusion_counts', 'threshold_metrics',
-           'roc_auc', 'bootstrap_aucs', 'auc_ci', 'threshold_for_sensitivity', 'delong_test', 'delong_auc_se',
-           'paired_bootstrap_auc', 'check_predictions', 'evaluate_predictions', 'compare_configs', 'check_multiclass',
-           'class_rates', 'balanced_accuracy', 'melanoma_vs_rest', 'multiclass_metrics', 'per_class_metrics',
-           'paired_bootstrap_bacc', 'paper_table', 'compare_with_paper', 'compare_with_thesis', 'plot_roc',
-           'plot_metric_bars', 'plot_confusion_matrices', 'plot_roc_ovr', 'plot_confusion_heatmaps', 'brier_score',
-           'log_loss', 'reliability_table', 'expected_calibration_error', 'apply_temperature', 'fit_temperature',
+           'PAPER_TABLE1', 'THESIS_SOURCE', 'THESIS_TABLE9', 'ECE_BINS', 'TEMPERATURE_BOUNDS', 'LOG_EPS',
+           'SEG_THRESHOLD', 'ISIC_JACCARD_THRESHOLD', 'SEG_COLUMNS', 'PROBE_C', 'NPV_NOTE', 'THESIS_NOTE',
+           'MetricInputError', 'check_binary', 'confusion_counts', 'threshold_metrics', 'roc_auc', 'bootstrap_aucs',
+           'auc_ci', 'threshold_for_sensitivity', 'delong_test', 'delong_auc_se', 'paired_bootstrap_auc',
+           'check_predictions', 'evaluate_predictions', 'compare_configs', 'check_multiclass', 'class_rates',
+           'balanced_accuracy', 'melanoma_vs_rest', 'multiclass_metrics', 'per_class_metrics', 'paired_bootstrap_bacc',
+           'paper_table', 'compare_with_paper', 'compare_with_thesis', 'plot_roc', 'plot_metric_bars',
+           'plot_confusion_matrices', 'plot_roc_ovr', 'plot_confusion_heatmaps', 'brier_score', 'log_loss',
+           'reliability_table', 'expected_calibration_error', 'apply_temperature', 'fit_temperature',
            'calibration_table', 'plot_reliability', 'GradCAM', 'gradcam', 'malignant_cases', 'learner_gradcam',
            'learner_features', 'plot_gradcam', 'cam_mask_share', 'lesion_attention', 'summarize_lesion_attention',
+           'as_binary_mask', 'mask_scores', 'segmentation_scores', 'segmentation_summary', 'mean_performance',
            'kernel_distance', 'frozen_features', 'synthesis_quality', 'gap_features', 'neighbour_agreement',
            'umap_embedding', 'plot_umap', 'write_evaluation']
 
@@ -1018,6 +1020,75 @@ def summarize_lesion_attention(per_image: pd.DataFrame # `lesion_attention` outp
                          mean_mask_area_share=scored.mask_area_share.mean(), share_above_chance=above,
                          n_empty_maps=len(masked) - len(scored), n_no_mask=len(g) - len(masked)))
     return pd.DataFrame(rows)
+
+# %% ../nbs/03_evaluation.ipynb #4148e527
+SEG_THRESHOLD = 0.5             # probability above which a pixel is called lesion
+ISIC_JACCARD_THRESHOLD = 0.65   # ISIC-2018 thresholded Jaccard: an image scoring below this counts as 0
+SEG_COLUMNS = ['jaccard', 'thresholded_jaccard', 'dice', 'sensitivity', 'specificity', 'accuracy', 'area_true', 'area_pred']
+
+def as_binary_mask(mask,          # bool, 0/1 or 0/255 integers, or probabilities in [0, 1] (numpy, torch or PIL)
+                   what='mask'    # name for the error message (e.g. the file)
+                  ) -> np.ndarray: # boolean array, True on the lesion
+    "A lesion mask as booleans; `MetricInputError` naming `what` for grey levels, NaN or values out of range."
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if m.dtype == bool: return m
+    if np.issubdtype(m.dtype, np.integer):
+        values = np.unique(m)
+        if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
+            raise MetricInputError(f"{what}: not a binary mask: values {values[:6].tolist()}{' ...' if len(values) > 6 else ''} (expected 0/1 or 0/255)")
+        return m > 0
+    m = m.astype(float)
+    if np.isnan(m).any() or (m < 0).any() or (m > 1).any():
+        raise MetricInputError(f"{what}: probabilities must lie in [0, 1] without NaN, got range [{np.nanmin(m):.3g}, {np.nanmax(m):.3g}]")
+    return m > SEG_THRESHOLD
+
+# %% ../nbs/03_evaluation.ipynb #9061cfca
+def mask_scores(pred,         # predicted mask (see `as_binary_mask`)
+                true,         # expert mask of the same image, same shape
+                what='mask'   # name for error messages (e.g. the image id)
+               ) -> dict:     # `SEG_COLUMNS`: jaccard, thresholded_jaccard, dice, sensitivity, specificity, accuracy, areas
+    "Overlap of one predicted mask with the expert's: Jaccard, ISIC thresholded Jaccard, Dice and pixel rates."
+    a, b = as_binary_mask(pred, f'{what} (predicted)'), as_binary_mask(true, f'{what} (expert)')
+    if a.shape != b.shape: raise MetricInputError(f"{what}: predicted mask {a.shape} and expert mask {b.shape} differ in shape")
+    inter, na, nb = int((a & b).sum()), int(a.sum()), int(b.sum())
+    union, n = na + nb - inter, a.size
+    jac = inter / union if union else 1.0
+    tn = n - union
+    return dict(jaccard=jac, thresholded_jaccard=jac if jac >= ISIC_JACCARD_THRESHOLD else 0.0,
+                dice=2 * inter / (na + nb) if na + nb else 1.0, sensitivity=inter / nb if nb else float('nan'),
+                specificity=tn / (n - nb) if n - nb else float('nan'), accuracy=(inter + tn) / n,
+                area_true=nb / n, area_pred=na / n)
+
+# %% ../nbs/03_evaluation.ipynb #d2c19e7d
+def segmentation_scores(preds,         # predicted masks, one per image (sizes may differ between images)
+                        trues,         # expert masks, same order and sizes
+                        ids=None       # image ids (default 0..n-1), used in the table and in error messages
+                       ) -> pd.DataFrame: # one row per image: image_id and `SEG_COLUMNS`
+    "Per-image segmentation scores of `preds` against `trues` (`mask_scores` for each pair)."
+    preds, trues = list(preds), list(trues)
+    ids = list(range(len(preds))) if ids is None else list(ids)
+    if not len(preds) == len(trues) == len(ids): raise MetricInputError(f"length mismatch: {len(preds)} predicted masks, {len(trues)} expert masks, {len(ids)} ids")
+    if not preds: raise MetricInputError("no masks to score")
+    return pd.DataFrame([dict(image_id=i, **mask_scores(p, t, str(i))) for i, p, t in zip(ids, preds, trues)], columns=['image_id'] + SEG_COLUMNS)
+
+def segmentation_summary(per_image: pd.DataFrame, # `segmentation_scores` output
+                         n_boot=2000,              # bootstrap resamples for the mean Jaccard's interval
+                         level=0.95,               # confidence level
+                         seed=42                   # bootstrap seed
+                        ) -> dict:                 # n, the mean of each score (NaN-skipping), jaccard_ci_low/high, n_failed (Jaccard < 0.65)
+    "Mean per-image scores of a set of masks, with a bootstrap interval for the mean Jaccard."
+    jac = per_image.jaccard.to_numpy(float)
+    boots = np.random.default_rng(seed).choice(jac, (n_boot, len(jac))).mean(1)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    means = {c: float(np.nanmean(per_image[c])) if per_image[c].notna().any() else float('nan') for c in SEG_COLUMNS[:6]}
+    return dict(n=len(jac), **means, jaccard_ci_low=float(lo), jaccard_ci_high=float(hi),
+                n_failed=int((jac < ISIC_JACCARD_THRESHOLD).sum()))
+
+def mean_performance(balanced_accuracy:float, # classification BACC (eq. 9)
+                     jaccard:float            # mean per-image Jaccard (eq. 5)
+                    ) -> float:               # (BACC + JAC) / 2, the thesis' eq. 11
+    "The thesis' Mean Performance of a multi-task model: the mean of its balanced accuracy and its Jaccard."
+    return (balanced_accuracy + jaccard) / 2
 
 # %% ../nbs/03_evaluation.ipynb #f3504956
 def kernel_distance(a:np.ndarray, # features of one sample, n x d
