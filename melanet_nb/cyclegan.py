@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_cyclegan.ipynb #26a2c1b3
 from __future__ import annotations
-import os, re, random, warnings
+import os, re, random, warnings, zipfile
 from collections import namedtuple
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
@@ -17,11 +17,13 @@ from fastprogress.fastprogress import progress_bar
 from .data import *
 
 # %% auto #0
-__all__ = ['CycleOutput', 'cyclegan_opt', 'CKPT_FORMAT', 'UNetGenerator', 'PatchDiscriminator', 'CycleGAN', 'adversarial_loss',
-           'discriminator_loss', 'CycleGANLoss', 'ImagePool', 'load_domain', 'to_unit', 'from_unit', 'UnpairedImages',
-           'CycleGANTrainer', 'ShowTranslations', 'checkpoint_path', 'list_checkpoints', 'save_checkpoint',
-           'read_checkpoint', 'check_checkpoint_config', 'load_checkpoint', 'CycleGANCheckpoint', 'cyclegan_learner',
-           'train_cyclegan', 'translate', 'translate_cycle', 'cycle_error', 'show_translation_grid', 'synthesize']
+__all__ = ['CycleOutput', 'cyclegan_opt', 'CKPT_FORMAT', 'GENERATOR_FORMAT', 'DIRECTIONS', 'UNetGenerator', 'PatchDiscriminator',
+           'CycleGAN', 'adversarial_loss', 'discriminator_loss', 'CycleGANLoss', 'ImagePool', 'load_domain', 'to_unit',
+           'from_unit', 'UnpairedImages', 'CycleGANTrainer', 'ShowTranslations', 'checkpoint_path', 'list_checkpoints',
+           'loss_history', 'training_settings', 'save_checkpoint', 'read_checkpoint', 'check_checkpoint_config',
+           'check_checkpoint_settings', 'load_checkpoint', 'CycleGANCheckpoint', 'cyclegan_learner', 'train_cyclegan',
+           'translate', 'translate_cycle', 'cycle_error', 'show_translation_grid', 'synthesize', 'export_generator',
+           'load_generator', 'translate_image', 'translate_images']
 
 # %% ../nbs/01_cyclegan.ipynb #69f91957
 def _down(ni, nf, norm=True):
@@ -317,16 +319,28 @@ def list_checkpoints(ckpt_dir) -> list:
     d = Path(ckpt_dir)
     return sorted(d.glob('cyclegan_epoch*.pth')) if d.is_dir() else []
 
+def loss_history(learn) -> list:
+    "One row per completed epoch of the whole run: a resumed run's saved rows, then this fit's (not fastai's placeholders)."
+    start = getattr(learn, 'resume_epoch', 0)
+    saved = [list(v) for v in getattr(learn, 'resumed_recorder', [])][:start]
+    return saved + [[float(v) if v is not None else None for v in r] for r in getattr(learn.recorder, 'values', [])[start:]]
+
+def training_settings(learn) -> dict:
+    "What a resumed run must share with the checkpoint besides the architecture: the objective, the seed, the optimizer."
+    lf = learn.loss_func
+    return dict(adv=lf.adv, adv_weight=lf.adv_weight, cycle_weight=lf.cycle_weight, identity_weight=lf.identity_weight,
+                **getattr(learn, 'settings', {}))
+
 def save_checkpoint(learn, path, epoch:int) -> Path:
     "Atomically save everything needed to continue `learn` after `epoch` completed epochs."
     trainer, lf = learn.cycle_gan_trainer, learn.loss_func
     state = dict(format=CKPT_FORMAT, epoch=epoch, n_epoch=learn.n_epoch, config=learn.model.config,
                  loss=dict(adv=lf.adv, adv_weight=lf.adv_weight, cycle_weight=lf.cycle_weight,
-                           identity_weight=lf.identity_weight),
+                           identity_weight=lf.identity_weight), settings=training_settings(learn),
                  model=learn.model.state_dict(), opt_generators=learn.opt.state_dict(),
                  opt_discriminators=trainer.opt_disc.state_dict(),
                  pools={k: p.state_dict() for k, p in trainer.pools.items()},
-                 recorder=[[float(v) if v is not None else None for v in r] for r in learn.recorder.values],
+                 recorder=loss_history(learn),
                  smooth_loss=dict(count=learn.recorder.smooth_loss.count, val=learn.recorder.smooth_loss.val),
                  torch_rng=torch.get_rng_state())
     return atomic_write(path, lambda t: torch.save(state, t))
@@ -351,10 +365,20 @@ def check_checkpoint_config(state, model, path):
     diff = {k: (got[k], want[k]) for k in want if got.get(k) != want[k]}
     if diff: raise ValueError(f"{path}: checkpoint architecture differs (checkpoint, requested): {diff}")
 
+def check_checkpoint_settings(state, learn, path):
+    "Refuse to continue a checkpoint under another objective, seed or optimizer setting (silently mixing two runs)."
+    saved = state.get('settings', state.get('loss', {}))   # checkpoints before settings were saved have the loss only
+    now = training_settings(learn)
+    diff = {k: (saved[k], now[k]) for k in saved if k in now and saved[k] != now[k]}
+    if diff: raise ValueError(f"{path}: checkpoint was trained with other settings (checkpoint, requested): {diff}. Resuming "
+                              "would continue under a new objective. Use the checkpoint's settings, another ckpt_dir, or "
+                              "resume=False to start afresh (which deletes this folder's checkpoints).")
+
 def load_checkpoint(learn, path) -> int:
     "Restore `learn` (model, optimizers, pools, RNG) from `path`; return the number of completed epochs."
     state = read_checkpoint(path)
     check_checkpoint_config(state, learn.model, path)
+    check_checkpoint_settings(state, learn, path)
     learn.model.load_state_dict(state['model'])
     if learn.opt is None: learn.create_opt()
     learn.opt.load_state_dict(state['opt_generators'])
@@ -408,6 +432,7 @@ def cyclegan_learner(model:CycleGAN,   # the four networks
                     splitter=lambda m: [params(m.generators)], cbs=[CycleGANTrainer(pool_size, seed)] + L(cbs))
     learn.recorder.train_metrics, learn.recorder.valid_metrics = True, False
     learn.checkpoint, learn.epochs_done = None, 0
+    learn.settings = dict(seed=seed, lr=lr, pool_size=pool_size, bs=dls.train.bs)   # checked on resume
     return learn
 
 # %% ../nbs/01_cyclegan.ipynb #26c32516
@@ -417,11 +442,15 @@ def _unpaired_dls(benign, malignant, bs, seed) -> DataLoaders:
                        DataLoader(UnpairedImages(benign[:0], malignant[:0], seed), bs=bs), device=default_device())
 
 def _resume(learn, ckpt_dir, resume:bool, every:int) -> int:
-    "Restore `learn` from the newest checkpoint in `ckpt_dir` (if `resume`), add checkpointing; return the epochs already done."
+    "Restore `learn` from the newest checkpoint in `ckpt_dir` (if `resume`; else delete them), add checkpointing; return the epochs done."
     start = 0
     if ckpt_dir is not None:
+        remove_stale_tmp(ckpt_dir, recursive=False)   # what a killed checkpoint write left behind
         ckpts = list_checkpoints(ckpt_dir)
         if resume and ckpts: start = load_checkpoint(learn, ckpts[-1])
+        elif ckpts:   # a fresh run: an old run's later checkpoints would otherwise be taken for this run's newest
+            warnings.warn(f"{ckpt_dir}: resume=False, starting afresh; deleting {len(ckpts)} old checkpoint(s)")
+            for c in ckpts: c.unlink()
         learn.add_cb(CycleGANCheckpoint(ckpt_dir, every=every))
     learn.resume_epoch = start
     return start
@@ -458,12 +487,12 @@ def train_cyclegan(benign_df:pd.DataFrame,    # benign domain (rows of split 'tr
     learn = cyclegan_learner(model, dls, adv=adv, cycle_weight=cycle_weight, identity_weight=identity_weight,
                              pool_size=pool_size, seed=seed, lr=lr, cbs=cbs)
     learn.model.to(default_device())
+    learn.settings['pct_const'] = pct_const
     start = _resume(learn, ckpt_dir, resume, ckpt_every)
-    if start >= epochs: return learn
-    sched = {'lr': combine_scheds([pct_const, 1 - pct_const], [SchedNo(lr, lr), SchedLin(lr, 0.)])}
-    learn.fit(epochs, lr, start_epoch=start, cbs=ParamScheduler(sched))
-    if start:   # drop the placeholder rows fastai records for skipped epochs; put the saved history back
-        learn.recorder.values = [list(v) for v in learn.resumed_recorder] + learn.recorder.values[start:]
+    if start < epochs:
+        sched = {'lr': combine_scheds([pct_const, 1 - pct_const], [SchedNo(lr, lr), SchedLin(lr, 0.)])}
+        learn.fit(epochs, lr, start_epoch=start, cbs=ParamScheduler(sched))
+    learn.recorder.values = loss_history(learn)   # the saved history in place of fastai's rows for skipped epochs
     return learn
 
 # %% ../nbs/01_cyclegan.ipynb #e972029d
@@ -510,16 +539,16 @@ def show_translation_grid(rows, title=None, max_n=6, labels=('benign', 'syntheti
     return fig
 
 # %% ../nbs/01_cyclegan.ipynb #cdd8bcd2
-def _load_generator(learn_or_ckpt):
-    "(benign_to_malignant generator, model size, checkpoint path or None, epoch) from a Learner, a CycleGAN or a checkpoint."
+def _load_model(learn_or_ckpt) -> tuple:
+    "(CycleGAN, checkpoint path or None, epoch) from a Learner, a CycleGAN or a checkpoint file."
     if isinstance(learn_or_ckpt, (str, Path)):
         state = read_checkpoint(learn_or_ckpt)
         model = CycleGAN(**state['config']); model.load_state_dict(state['model'])
-        return model.benign_to_malignant.to(default_device()), model.size, str(Path(learn_or_ckpt).resolve()), state['epoch']
+        return model.to(default_device()), str(Path(learn_or_ckpt).resolve()), state['epoch']
     learn = learn_or_ckpt
     model = learn.model if isinstance(learn, Learner) else learn
     ckpt = getattr(learn, 'checkpoint', None)
-    return model.benign_to_malignant, model.size, str(Path(ckpt).resolve()) if ckpt else None, getattr(learn, 'epochs_done', None)
+    return model, str(Path(ckpt).resolve()) if ckpt else None, getattr(learn, 'epochs_done', None)
 
 def _synthesis_count(n,                # 'balance', 'all' or an int
                      n_sources:int,    # benign training images available
@@ -568,7 +597,8 @@ def synthesize(learn_or_ckpt,            # trained `Learner`, `CycleGAN`, or pat
                bs:int=16                 # translation batch size
               ) -> pd.DataFrame:         # written rows: image_id, path, label, split, source, source_id, checkpoint, epoch
     "Translate benign training images to synthetic malignant ones; write images, labels and provenance."
-    generator, model_size, ckpt, epoch = _load_generator(learn_or_ckpt)
+    model, ckpt, epoch = _load_model(learn_or_ckpt)
+    generator, model_size = model.benign_to_malignant, model.size
     if size is not None and size != model_size:
         raise ValueError(f"the generator was trained at {model_size} px but size={size} was requested")
     train = benign_df[benign_df.split == 'train'] if 'split' in benign_df else benign_df
@@ -579,3 +609,83 @@ def synthesize(learn_or_ckpt,            # trained `Learner`, `CycleGAN`, or pat
     pick = np.sort(np.random.default_rng(seed).choice(len(sources), k, replace=False))
     sources = sources.iloc[pick]
     return _write_synthetic(generator, sources, dest, model_size, bs, ckpt, epoch)
+
+# %% ../nbs/01_cyclegan.ipynb #c60de6ea
+GENERATOR_FORMAT = 'melanet_nb.generator/1'
+DIRECTIONS = ('benign_to_malignant', 'malignant_to_benign')
+
+def export_generator(learn_or_ckpt,                    # trained `Learner`, `CycleGAN`, or path of a checkpoint
+                     path,                             # output file, e.g. 'G_benign_to_malignant.pth'
+                     direction='benign_to_malignant'   # which generator: 'benign_to_malignant' or 'malignant_to_benign'
+                    ) -> Path:                         # `path`, written atomically
+    "Write one generator with its config, trained size and provenance to a small self-describing file."
+    if direction not in DIRECTIONS: raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    model, ckpt, epoch = _load_model(learn_or_ckpt)
+    gen = getattr(model, direction)
+    state = dict(format=GENERATOR_FORMAT, direction=direction, size=model.size, checkpoint=ckpt, epoch=epoch,
+                 config=dict(ch=gen.ch, width=gen.width, depth=gen.depth, max_mult=gen.max_mult, dropout=gen.dropout),
+                 weights={k: v.detach().cpu() for k, v in gen.state_dict().items()})
+    return atomic_write(path, lambda t: torch.save(state, t))
+
+# %% ../nbs/01_cyclegan.ipynb #77656961
+def _is_training_checkpoint(path) -> bool:
+    "Does `path` look like a `save_checkpoint` file? (Reads the format tag from the archive, without unpickling.)"
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(CKPT_FORMAT.encode() in z.read(n) for n in z.namelist() if n.endswith('data.pkl'))
+    except (OSError, zipfile.BadZipFile): return False
+
+def load_generator(path # a file written by `export_generator`
+                  ) -> tuple: # (generator in eval mode on the default device, its description without the weights)
+    "Read a generator file safely (`weights_only=True`); a `DataError` naming the file when it is not one."
+    path = Path(path)
+    if path.is_dir(): raise DataError(f"{path}: is a directory, not a generator file")
+    if not path.is_file(): raise DataError(f"{path}: generator file not found")
+    if _is_training_checkpoint(path):
+        raise DataError(f"{path}: a CycleGAN training checkpoint, not a generator file; export one with export_generator({str(path)!r}, 'G.pth')")
+    try: state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else 'empty or truncated'
+        raise DataError(f"{path}: not a generator file written by export_generator ({type(e).__name__}: {why})") from None
+    if not isinstance(state, dict) or state.get('format') != GENERATOR_FORMAT:
+        raise DataError(f"{path}: not a generator file (expected format {GENERATOR_FORMAT!r}, written by export_generator)")
+    gen = UNetGenerator(**state['config'])
+    gen.load_state_dict(state['weights'])
+    return gen.eval().to(default_device()), {k: v for k, v in state.items() if k != 'weights'}
+
+# %% ../nbs/01_cyclegan.ipynb #c3aa9b60
+def _image_files(images) -> list:
+    "Paths of `images` (files, or folders expanded to their image files), in order; a missing one is named."
+    out = []
+    for p in map(Path, [images] if isinstance(images, (str, Path)) else images):
+        if p.is_dir(): out += [f for f in sorted(p.iterdir()) if f.suffix.lower() in IMAGE_EXTS and not f.name.startswith('.')]
+        elif p.is_file(): out.append(p)
+        else: raise DataError(f"{p}: image file not found")
+    if not out: raise DataError(f"no image files in {images}")
+    return out
+
+def translate_image(generator, img:Image.Image, size:int) -> Image.Image:
+    "Pad `img` to a square, translate it at `size` px, resize back and crop to `img`'s own size."
+    (w, h), side = img.size, max(img.size)
+    x = torch.from_numpy(np.asarray(prepare_image(img, size))).permute(2, 0, 1)[None]
+    fake = Image.fromarray(translate(generator, x)[0].permute(1, 2, 0).numpy())
+    left, top = round((side - w) * 0.5), round((side - h) * 0.5)   # where `ImageOps.pad` put the image
+    return fake.resize((side, side), Image.Resampling.LANCZOS).crop((left, top, left + w, top + h))
+
+def translate_images(generator_file,  # a file written by `export_generator`
+                     images,          # image files or folders (their image files are taken), or one of them
+                     out,             # output folder; each result is `<stem>.png`
+                     progress=True    # show a progress bar
+                    ) -> pd.DataFrame: # one row per image: source, path (written), width, height
+    "Translate any images with an exported generator; each output keeps its input's size and aspect ratio."
+    gen, meta = load_generator(generator_file)
+    files, out = _image_files(images), Path(out)
+    stems = pd.Series([f.stem for f in files])
+    if stems.duplicated().any():
+        raise DataError(f"two inputs would write the same output {stems[stems.duplicated()].iloc[0]}.png: "
+                        + ', '.join(str(f) for f in files if f.stem == stems[stems.duplicated()].iloc[0]))
+    rows = []
+    for f in (progress_bar(files, leave=False) if progress else files):
+        result = translate_image(gen, load_image(f), meta['size'])
+        rows.append(dict(source=str(f), path=str(save_image_atomic(result, out/f'{f.stem}.png')), width=result.width, height=result.height))
+    return pd.DataFrame(rows)
