@@ -667,7 +667,7 @@ def _image_files(images) -> list:
 def translate_image(generator, img:Image.Image, size:int) -> Image.Image:
     "Pad `img` to a square, translate it at `size` px, resize back and crop to `img`'s own size."
     (w, h), side = img.size, max(img.size)
-    x = torch.from_numpy(np.asarray(prepare_image(img, size))).permute(2, 0, 1)[None]
+    x = torch.from_numpy(np.array(prepare_image(img, size))).permute(2, 0, 1)[None]
     fake = Image.fromarray(translate(generator, x)[0].permute(1, 2, 0).numpy())
     left, top = round((side - w) * 0.5), round((side - h) * 0.5)   # where `ImageOps.pad` put the image
     return fake.resize((side, side), Image.Resampling.LANCZOS).crop((left, top, left + w, top + h))
