@@ -9,16 +9,18 @@ export MPLBACKEND := Agg
 export OMP_WAIT_POLICY := PASSIVE
 DEMO_OUT ?= runs/demo
 
+OPTIONS := $(BIN)/python -c "from melanet_nb.cli import write_run_options; write_run_options()"
+
 readme: $(STAMP)
-	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python tests/make_readme.py
+	$(BIN)/nbdev_export && $(OPTIONS) && $(BIN)/nbdev_clean && $(BIN)/python tests/make_readme.py
 
 .PHONY: readme demo test venv check-export nbdev-test pytest clean-venv bench
 
 venv: $(STAMP)
 
-$(STAMP): settings.ini setup.py
+$(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,10 +31,10 @@ test: $(STAMP) check-export nbdev-test pytest
 # notebooks are the source of truth: exporting and cleaning them must change nothing
 check-export: $(STAMP)
 	@snap=$$(mktemp -d); cp -r melanet_nb nbs $$snap/; \
-	cp README.md $$snap/; $(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python tests/make_readme.py; \
+	cp README.md $$snap/; $(BIN)/nbdev_export && $(OPTIONS) && $(BIN)/nbdev_clean && $(BIN)/python tests/make_readme.py; \
 	if diff -r -q -x __pycache__ -x .ipynb_checkpoints $$snap/melanet_nb melanet_nb && \
 	   diff -r -q -x __pycache__ -x .ipynb_checkpoints $$snap/nbs nbs && diff -q $$snap/README.md README.md; then \
-	   echo "check-export: exported code and README match the notebooks, notebooks are clean"; rm -rf $$snap; \
+	   echo "check-export: exported code, options file and README match the notebooks, notebooks are clean"; rm -rf $$snap; \
 	else echo "check-export FAILED: run make readme (nbdev_export, nbdev_clean, README) and commit the result"; rm -rf $$snap; exit 1; fi
 
 nbdev-test: $(STAMP)

@@ -1,56 +1,144 @@
-"The `melanet` console script: useful --help, one-line errors with a non-zero exit, no traceback."
-import subprocess, sys, pytest
+"The `melanet` console script: fast --help, options checked before any work, one-line errors, subcommands that do what they say."
+import json, shutil, subprocess, sys, time, pytest
+import pandas as pd
 from pathlib import Path
+from PIL import Image
 
 MELANET = str(Path(sys.executable).with_name('melanet'))
 
-def run(*args):
-    return subprocess.run([MELANET, *args], capture_output=True, text=True, timeout=300)
+def run(*args, cwd=None):
+    "The console script in a subprocess (for --help, speed and end-to-end checks)."
+    return subprocess.run([MELANET, *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+def call(*args):
+    "`main` in this process (torch is imported once for all the error checks); returns what a subprocess would."
+    import contextlib, io
+    from melanet_nb.cli import main
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: main([str(a) for a in args])
+        except SystemExit as e: code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+def one_line_error(r, msg):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [l for l in r.stderr.strip().splitlines() if not l.startswith('melanet: note:')]
+    assert lines == [f'melanet: error: {msg}'], r.stderr
+    assert 'Traceback' not in r.stderr
 
 def test_help_lists_subcommands_and_options():
     r = run('--help')
     assert r.returncode == 0
-    for cmd in ['run', 'data', 'train-gan', 'synthesize', 'train', 'evaluate', 'predict']: assert cmd in r.stdout
+    for cmd in ['run', 'data', 'train-gan', 'synthesize', 'train', 'evaluate', 'predict', 'translate']: assert cmd in r.stdout
     r = run('run', '--help')
     for opt in ['--data', '--out', '--size', '--backbone', '--epochs', '--seed', '--device', '--config', '--target', '--loss']: assert opt in r.stdout
+    assert 'classifier epochs after the frozen ones (default: 4)' in ' '.join(r.stdout.split())
+    assert 'pickle' in run('predict', '--help').stdout
+
+@pytest.mark.parametrize('args, msg', [
+    (['--epochs', '0'], '--epochs: must be >= 1, got 0'), (['--epochs', '-1'], '--epochs: must be >= 1, got -1'),
+    (['--freeze-epochs', '-2'], '--freeze-epochs: must be >= 0, got -2'), (['--gan-epochs', '0'], '--gan-epochs: must be >= 1'),
+    (['--gan-width', '0'], '--gan-width: must be >= 1'), (['--bs', '0'], '--bs: must be >= 2'),
+    (['--gan-ckpt-every', '0'], '--gan-ckpt-every: must be >= 1'), (['--n-boot', '0'], '--n-boot: must be >= 100'),
+    (['--valid-pct', '1.5'], '--valid-pct: must be > 0, < 1, got 1.5'), (['--synth-n', '-5'], '--synth-n: must be >= 1, got -5'),
+    (['--n-demo', '-5'], '--n-demo: must be >= 12, got -5'), (['--size', 'big'], "--size: must be a whole number, got 'big'"),
+    (['--device', 'tpu'], "--device: invalid choice: 'tpu'"), (['--loss', 'hinge'], "--loss: invalid choice: 'hinge'")])
+def test_bad_numbers_are_refused_before_any_work(args, msg, tmp_path):
+    t0 = time.time()
+    r = run('run', *args, '--out', tmp_path/'o')
+    assert r.returncode == 2 and f'argument {msg}' in r.stderr, r.stderr
+    assert not (tmp_path/'o').exists()          # nothing written, no demo cache made
+
+@pytest.mark.parametrize('text, msg', [
+    ('smoke: "false"\nsize: big\nconfigs: baseline\n', "smoke must be true or false, got 'false' (str); size must be a whole number, got 'big' (str); configs must be a list of names, got 'baseline' (str)"),
+    ('size: [64\n', 'cannot parse config'), ('epochs: 0\n', 'epochs must be >= 1, got 0'), ('sise: 64\n', "unknown option(s) ['sise']")])
+def test_bad_config_file_values_name_the_file(text, msg, tmp_path):
+    (tmp_path/'run.yaml').write_text(text)
+    r = call('data', '--config', tmp_path/'run.yaml', '--out', tmp_path/'o')
+    assert r.returncode == 2 and f'melanet: error: {tmp_path/"run.yaml"}: {msg}' in r.stderr, r.stderr
+    assert 'Traceback' not in r.stderr
 
 @pytest.mark.parametrize('args, msg', [
     (['run', '--data', '/no/such/folder'], '/no/such/folder: dataset not found'),
     (['data', '--config', '/no/such.yaml'], '/no/such.yaml: config file not found'),
-    (['run', '--device', 'tpu'], "device must be auto, cpu or cuda, got 'tpu'"),
     (['predict', '--model', '/no/model.pkl', 'x.jpg'], '/no/model.pkl: exported classifier not found'),
 ])
 def test_bad_input_one_line_error(args, msg, tmp_path):
-    r = run(*args, *(['--out', str(tmp_path)] if args[0] != 'predict' else []))
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.strip().splitlines() == [f'melanet: error: {msg}'], r.stderr
-    assert 'Traceback' not in r.stderr
+    one_line_error(call(*args, *(['--out', tmp_path] if args[0] != 'predict' else [])), msg)
 
-def test_bad_option_value_is_rejected_by_argparse(tmp_path):
-    r = run('run', '--size', 'big', '--out', str(tmp_path))
-    assert r.returncode == 2 and 'invalid int value' in r.stderr
-    r = run('run', '--loss', 'hinge', '--target', 'diagnosis', '--out', str(tmp_path))
-    assert r.returncode == 2 and "argument --loss: invalid choice: 'hinge'" in r.stderr
+def test_out_that_is_a_file_or_cannot_be_written(tmp_path):
+    (tmp_path/'f').write_text('')
+    one_line_error(call('data', '--smoke', '--out', tmp_path/'f'), f'{tmp_path/"f"}: --out is a file, not a folder')
+    r = call('data', '--smoke', '--out', '/proc/melanet_out')
+    assert r.returncode == 2 and r.stderr.startswith('melanet: error: /proc/melanet_out') and 'Traceback' not in r.stderr, r.stderr
+
+def tiny_dataset(root, labels=('benign', 'malignant') * 4, n_test=4):
+    (root/'images').mkdir(parents=True)
+    rows = []
+    for i, lab in enumerate(labels):
+        Image.new('RGB', (16, 16), (30 * i, 90, 120)).save(root/'images'/f'x{i}.png')
+        rows.append(f'x{i},{lab},{"test" if i >= len(labels) - n_test else "train"}')
+    (root/'labels.csv').write_text('image_id,label,split\n' + '\n'.join(rows) + '\n')
+    return root
 
 def test_diagnosis_target_on_binary_data_is_refused(tmp_path):
     "A diagnosis run on data without diagnoses stops at the data stage with one line naming the dataset."
-    data = tmp_path/'binary'
-    (data/'images').mkdir(parents=True)
-    from PIL import Image
-    rows = []
-    for i, lab in enumerate(['benign', 'malignant'] * 3):
-        Image.new('RGB', (16, 16), (40 * i, 90, 120)).save(data/'images'/f'x{i}.png')
-        rows.append(f'x{i},{lab},{"test" if i >= 4 else "train"}')
-    (data/'labels.csv').write_text('image_id,label,split\n' + '\n'.join(rows) + '\n')
-    r = run('data', '--data', str(data), '--target', 'diagnosis', '--valid-pct', '0.5', '--out', str(tmp_path/'o'))
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.strip().splitlines() == [f"melanet: error: {data}: target 'diagnosis' but 6 row(s) have no diagnosis (add a diagnosis.csv)"], r.stderr
+    data = tiny_dataset(tmp_path/'binary', ('benign', 'malignant') * 3, n_test=2)
+    r = call('data', '--data', data, '--target', 'diagnosis', '--valid-pct', '0.5', '--out', tmp_path/'o')
+    one_line_error(r, f"{data}: target 'diagnosis' but 6 row(s) have no diagnosis (add a diagnosis.csv)")
 
-def test_data_subcommand_writes_table(tmp_path):
-    r = run('data', '--out', str(tmp_path), '--smoke')
+def test_editing_the_data_reruns_the_data_stage(tmp_path):
+    data = tiny_dataset(tmp_path/'d', ('benign', 'malignant') * 6)
+    args = ('data', '--data', data, '--valid-pct', '0.25', '--out', tmp_path/'o')
+    r1, r2 = call(*args), call(*args)
+    assert '== data: running' in r1.stdout and '== data: reused' in r2.stdout, (r1.stdout, r1.stderr, r2.stdout)
+    labels = (data/'labels.csv').read_text().replace('x0,benign', 'x0,malignant')
+    (data/'labels.csv').write_text(labels)
+    r3 = call(*args)
+    assert '== data: running' in r3.stdout, r3.stdout
+    table = pd.read_csv(tmp_path/'o'/'data'/'table.csv').set_index('image_id')
+    assert table.loc['x0', 'label'] == 'malignant'
+
+def test_train_then_evaluate_then_predict(tmp_path):
+    "`train` trains and does not evaluate; `evaluate` trains nothing; `predict` uses the stored validation threshold."
+    out = tmp_path/'run'
+    one_line_error(call('evaluate', '--smoke', '--configs', 'baseline', '--out', out),
+                   f"{out/'classifier'}: the 'classifier' stage has not run with these options and data (run `melanet train` with the same options first)")
+    r = run('train', '--smoke', '--configs', 'baseline', '--out', out)
     assert r.returncode == 0, r.stderr
-    table = tmp_path/'data'/'table.csv'
-    assert table.is_file() and f'{table}' in r.stdout
-    import pandas as pd
-    df = pd.read_csv(table)
-    assert set(df.split) == {'train', 'valid', 'test'} and df.image_id.is_unique
+    assert (out/'classifier'/'predictions.csv').is_file() and not (out/'report.md').exists()
+    assert not Path(json.loads((out/'classifier'/'stage.json').read_text())['models']).is_absolute()
+    moved = tmp_path/'moved'; shutil.move(out, moved)            # a run folder can move: its paths are relative
+    r = run('evaluate', '--smoke', '--configs', 'baseline', '--out', 'moved', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert '== classifier: reused' in r.stdout and '== classifier: running' not in r.stdout, r.stdout
+    assert (moved/'report.md').is_file()
+    card = json.loads((moved/'classifier'/'work'/'baseline.json').read_text())
+    thr = pd.read_csv(moved/'results.csv').set_index('config').loc['baseline', 'threshold@valid_thr']
+    assert card['threshold'] == pytest.approx(thr) and card['config'] == 'baseline'
+    imgs = pd.read_csv(moved/'data'/'table.csv').query("split == 'test'").path[:2].tolist()
+    r = run('predict', '--model', moved/'classifier'/'work'/'baseline.pkl', *imgs, '--csv', tmp_path/'new'/'p.csv', '--gradcam', tmp_path/'cams')
+    assert r.returncode == 0, r.stderr
+    assert 'pickle' in r.stderr and 'validation split of run' in r.stdout
+    scored = pd.read_csv(tmp_path/'new'/'p.csv')
+    assert scored.threshold.iloc[0] == pytest.approx(thr) and set(scored.decision) <= {'benign', 'malignant'}
+    assert len(list((tmp_path/'cams').glob('*_gradcam.png'))) == 2
+    r = call('predict', '--model', moved/'classifier'/'work'/'baseline.pkl', imgs[0], '--threshold', '0.3')
+    assert r.returncode == 0 and 'threshold 0.3: given' in r.stdout, r.stderr
+    one_line_error(call('predict', '--model', moved/'classifier'/'work'/'baseline.pkl', tmp_path), f'{tmp_path}: is a folder, not an image file')
+
+@pytest.mark.parametrize('kind', ['empty', 'text', 'truncated', 'state_dict', 'folder'])
+def test_predict_with_a_bad_model_file(kind, tmp_path):
+    f = tmp_path/'model.pkl'
+    if kind == 'empty': f.write_bytes(b'')
+    elif kind == 'text': f.write_text('hello\n')
+    elif kind == 'truncated':
+        import pickle; f.write_bytes(pickle.dumps(list(range(1000)))[:50])
+    elif kind == 'state_dict':
+        import torch; torch.save({'benign_to_malignant': {'w': torch.zeros(2)}}, f)
+    else: f.mkdir()
+    img = tmp_path/'x.png'; Image.new('RGB', (8, 8)).save(img)
+    r = call('predict', '--model', f, img)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+    msg = {'empty': 'empty file, not an exported classifier', 'folder': 'is a folder, not an exported classifier'}.get(kind, 'not an exported melanet classifier')
+    assert f'melanet: error: {f}: {msg}' in r.stderr, r.stderr
