@@ -231,12 +231,12 @@ def _pid_alive(pid:int) -> bool:
 def remove_stale_tmp(folder,          # folder to clean
                      recursive=True   # also clean every sub-folder
                     ) -> list:        # the removed paths
-    "Remove the temporary files and folders that a killed `atomic_write` / `atomic_dir` left (their process is gone)."
+    "Remove our temporary files and folders that a killed `atomic_write` / `atomic_dir` left (their process is gone)."
     folder, removed = Path(folder), []
     if not folder.is_dir(): return removed
     for p in (folder.rglob('.*') if recursive else folder.glob('.*')):
         m = _STALE_RE.match(p.name)
-        if not m or _pid_alive(int(m.group(1))) or not p.exists(): continue
+        if not m or not p.exists() or p.lstat().st_uid != os.getuid() or _pid_alive(int(m.group(1))): continue
         if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
         else: p.unlink(missing_ok=True)
         removed.append(p)
