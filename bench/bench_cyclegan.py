@@ -3,6 +3,7 @@ plus a profile of one training step. Each size runs in its own process so that p
 
     .venv/bin/python bench/bench_cyclegan.py                 # all sizes + profile, prints a markdown table
     .venv/bin/python bench/bench_cyclegan.py --sizes 64 --no-profile
+    .venv/bin/python bench/bench_cyclegan.py --study --sizes 128      # threads x batch x loader workers, alternating
 Figures measured with it, and the exact commands, are in bench/README.md.
 Threads: torch's default (all cores) unless OMP_NUM_THREADS / --threads says otherwise."""
 import argparse, json, os, platform, resource, subprocess, sys, time
@@ -59,6 +60,57 @@ def profile_step(size=64, threads=None, top=15):
     return prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=top)
 
 
+def threads_study(size=128, steps=6, rounds=4, width=32):
+    """Alternate configurations in one process (threads x batch size x loader workers), `rounds` times each, so that a
+    busy shared CPU affects them alike. Each round of a configuration is one epoch of `steps` training steps."""
+    import itertools, psutil, torch
+    from fastai.basics import DataLoaders, DataLoader
+    from melanet_nb.cyclegan import CycleGAN, UnpairedImages, cyclegan_learner
+    proc = psutil.Process()
+    def cpu_s():
+        "CPU seconds of this process and its (loader worker) children."
+        t = proc.cpu_times(); kids = 0.
+        for c in proc.children(recursive=True):
+            try: kids += sum(c.cpu_times()[:2])
+            except psutil.Error: pass
+        return t.user + t.system + kids
+    configs = list(itertools.product((1, 2), (1, 2), (0, 1)))   # (threads, bs, num_workers)
+    learners = {}
+    for threads, bs, workers in configs:
+        if (bs, workers) in learners: continue
+        g = torch.Generator().manual_seed(0)
+        imgs = torch.randint(0, 256, (2, steps * bs, 3, size, size), dtype=torch.uint8, generator=g)
+        ds = UnpairedImages(imgs[0], imgs[1])
+        dls = DataLoaders(DataLoader(ds, bs=bs, num_workers=workers, persistent_workers=workers > 0),
+                          DataLoader(UnpairedImages(imgs[0][:0], imgs[1][:0]), bs=bs))
+        torch.manual_seed(0)
+        learners[(bs, workers)] = cyclegan_learner(CycleGAN(size=size, width=width), dls)
+    rows = []
+    for r in range(rounds + 1):   # round 0 warms up every configuration and is not counted
+        for threads, bs, workers in (configs if r % 2 else configs[::-1]):
+            torch.set_num_threads(threads)
+            learn = learners[(bs, workers)]
+            c0, t0 = cpu_s(), time.perf_counter()
+            with learn.no_bar(), learn.no_logging(): learn.fit(1)
+            wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+            if r: rows.append(dict(threads=threads, bs=bs, workers=workers, round=r, s_per_step=wall / steps,
+                                   s_per_image=wall / (steps * bs), cpu_pct=100 * cpu / wall))
+            print(rows[-1] if r else f'warm-up {threads, bs, workers}: {wall / steps:.2f} s/step', file=sys.stderr, flush=True)
+    import pandas as pd
+    df = pd.DataFrame(rows)
+    agg = df.groupby(['threads', 'bs', 'workers']).agg(s_per_step=('s_per_step', 'median'), s_per_image=('s_per_image', 'median'),
+                                                       s_per_image_min=('s_per_image', 'min'), s_per_image_max=('s_per_image', 'max'),
+                                                       cpu_pct=('cpu_pct', 'median')).reset_index()
+    print(f"\nCycleGAN step at {size} px, width {width}, {steps} steps per epoch, median of {rounds} alternating rounds; "
+          f"{os.cpu_count()} cores, torch {torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"load average {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')} UTC\n")
+    print('| threads | batch | loader workers | s/step | s/image (min–max) | CPU % |\n|---:|---:|---:|---:|---:|---:|')
+    for a in agg.itertuples():
+        print(f"| {a.threads} | {a.bs} | {a.workers} | {a.s_per_step:.2f} | {a.s_per_image:.2f} ({a.s_per_image_min:.2f}–"
+              f"{a.s_per_image_max:.2f}) | {a.cpu_pct:.0f} |")
+    return agg
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--sizes', type=int, nargs='+', default=[64, 128, 256])
@@ -67,7 +119,11 @@ def main():
     ap.add_argument('--disc-width', type=int, default=None, help='default: same as the generator width')
     ap.add_argument('--no-profile', action='store_true')
     ap.add_argument('--one', type=int, help=argparse.SUPPRESS)
+    ap.add_argument('--study', action='store_true', help='threads x batch x loader workers, alternating, at --sizes[0] px')
+    ap.add_argument('--steps', type=int, default=6, help='--study: steps per epoch')
+    ap.add_argument('--rounds', type=int, default=4, help='--study: alternating rounds')
     a = ap.parse_args()
+    if a.study: threads_study(a.sizes[0], a.steps, a.rounds); return
     iters = {64: 10, 128: 6, 256: 3}
     if a.one:
         print(json.dumps(run_one(a.one, iters.get(a.one, 4), 2, a.threads, a.opt, a.disc_width))); return
