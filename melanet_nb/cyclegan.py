@@ -664,7 +664,10 @@ def _image_files(images) -> list:
     if not out: raise DataError(f"no image files in {images}")
     return out
 
-def translate_image(generator, img:Image.Image, size:int) -> Image.Image:
+def translate_image(generator,        # a `UNetGenerator`, e.g. from `load_generator`
+                    img:Image.Image,  # any PIL image, any size and mode
+                    size:int          # the side the generator was trained at
+                   ) -> Image.Image:  # RGB, `img`'s own size
     "Pad `img` to a square, translate it at `size` px, resize back and crop to `img`'s own size."
     (w, h), side = img.size, max(img.size)
     x = torch.from_numpy(np.array(prepare_image(img, size))).permute(2, 0, 1)[None]
