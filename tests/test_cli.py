@@ -142,3 +142,17 @@ def test_predict_with_a_bad_model_file(kind, tmp_path):
     assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
     msg = {'empty': 'empty file, not an exported classifier', 'folder': 'is a folder, not an exported classifier'}.get(kind, 'not an exported melanet classifier')
     assert f'melanet: error: {f}: {msg}' in r.stderr, r.stderr
+
+def test_predict_with_a_diagnosis_model(tmp_path):
+    "A 3-diagnosis model: predict gives every class probability, the argmax diagnosis and p(malignant) from the mapping."
+    out = tmp_path/'run3'
+    r = call('run', '--smoke', '--configs', 'baseline', '--target', 'diagnosis', '--loss', 'weighted_ce', '--out', out)
+    assert r.returncode == 0, r.stderr
+    imgs = pd.read_csv(out/'data'/'table.csv').query("split == 'test'").path[:3].tolist()
+    r = call('predict', '--model', out/'classifier'/'work'/'baseline.pkl', *imgs, '--csv', tmp_path/'p.csv')
+    assert r.returncode == 0, r.stderr
+    scored = pd.read_csv(tmp_path/'p.csv')
+    probs = scored[['prob_nevus', 'prob_melanoma', 'prob_seborrheic_keratosis']]
+    assert (probs.sum(1) - 1).abs().max() < 1e-5 and (scored.prob_malignant == scored.prob_melanoma).all()
+    assert set(scored.predicted_class) <= {'nevus', 'melanoma', 'seborrheic_keratosis'}
+    assert 'predicted_class' in r.stdout
