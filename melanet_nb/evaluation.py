@@ -30,8 +30,8 @@ __all__ = ['PROB_SUM_TOL', 'OLD_BINARY_COLUMNS', 'PAIRED_COLUMNS', 'PAIRED_COLUM
            'calibration_table', 'plot_reliability', 'GradCAM', 'gradcam', 'malignant_cases', 'learner_gradcam',
            'learner_features', 'plot_gradcam', 'cam_mask_share', 'lesion_attention', 'summarize_lesion_attention',
            'as_binary_mask', 'mask_scores', 'segmentation_scores', 'segmentation_summary', 'mean_performance',
-           'kernel_distance', 'frozen_features', 'synthesis_quality', 'gap_features', 'neighbour_agreement',
-           'umap_embedding', 'plot_umap', 'write_evaluation']
+           'paired_segmentation_test', 'kernel_distance', 'frozen_features', 'synthesis_quality', 'gap_features',
+           'neighbour_agreement', 'umap_embedding', 'plot_umap', 'write_evaluation']
 
 # %% ../nbs/03_evaluation.ipynb #26ac8465
 class MetricInputError(ValueError):
@@ -1089,6 +1089,25 @@ def mean_performance(balanced_accuracy:float, # classification BACC (eq. 9)
                     ) -> float:               # (BACC + JAC) / 2, the thesis' eq. 11
     "The thesis' Mean Performance of a multi-task model: the mean of its balanced accuracy and its Jaccard."
     return (balanced_accuracy + jaccard) / 2
+
+# %% ../nbs/03_evaluation.ipynb #3d91f6dc
+def paired_segmentation_test(a:pd.DataFrame,   # per-image scores of model A (`segmentation_scores`: image_id and the score)
+                             b:pd.DataFrame,   # per-image scores of model B on the same images
+                             score='jaccard',  # the per-image column compared
+                             n_boot=2000,      # bootstrap resamples
+                             level=0.95,       # confidence level
+                             seed=42           # bootstrap seed
+                            ) -> dict:         # n, mean_a, mean_b, diff (A − B), diff_ci_low/high, wilcoxon_p, n_a_better, n_b_better
+    "Paired comparison of two models' masks on the same images: mean difference of a per-image score, bootstrap CI, Wilcoxon p."
+    ids_a, ids_b = set(a.image_id), set(b.image_id)
+    if ids_a != ids_b: raise MetricInputError(f"the two sets of scores cover different images ({len(ids_a ^ ids_b)} differ, e.g. {sorted(map(str, ids_a ^ ids_b))[:3]})")
+    m = a[['image_id', score]].merge(b[['image_id', score]], on='image_id', suffixes=('_a', '_b'))
+    d = (m[f'{score}_a'] - m[f'{score}_b']).to_numpy(float)
+    boots = np.random.default_rng(seed).choice(d, (n_boot, len(d))).mean(1)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    p = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+    return dict(n=len(d), mean_a=float(m[f'{score}_a'].mean()), mean_b=float(m[f'{score}_b'].mean()), diff=float(d.mean()),
+                diff_ci_low=float(lo), diff_ci_high=float(hi), wilcoxon_p=p, n_a_better=int((d > 0).sum()), n_b_better=int((d < 0).sum()))
 
 # %% ../nbs/03_evaluation.ipynb #f3504956
 def kernel_distance(a:np.ndarray, # features of one sample, n x d
