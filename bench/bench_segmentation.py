@@ -1,4 +1,4 @@
-"""Time a training step (forward, multi-task loss, backward, Adam) and inference of each segmentation model on random
+"""Time a training step (forward, multi-task loss with BCE, backward, Adam) and inference of each segmentation model on random
 batches: `python bench/bench_segmentation.py [--size 128] [--bs 8] [--threads 1]`."""
 import argparse, time, warnings
 import torch
@@ -7,7 +7,7 @@ from melanet_nb.segmentation import MODELS, MultiTaskLoss, create_segmenter
 
 def bench(name, size, bs, steps=3):
     net = create_segmenter(name, 3, pretrained=False)
-    opt, loss = torch.optim.Adam(net.parameters(), 1e-3), MultiTaskLoss(0.5, 'bce_dice')
+    opt, loss = torch.optim.Adam(net.parameters(), 1e-3), MultiTaskLoss(0.5)
     x, mask, y = torch.randn(bs, 3, size, size), torch.randint(0, 2, (bs, size, size)), torch.randint(0, 3, (bs,))
     for i in range(steps + 1):
         if i == 1: t = time.time()
