@@ -243,7 +243,7 @@ def _skipped(cb) -> bool:
     "True during an epoch that fastai replays (and cancels) while resuming."
     return cb.epoch < getattr(cb.learn, 'resume_epoch', 0)
 
-# %% ../nbs/05_segmentation.ipynb #fc10fd73
+# %% ../nbs/05_segmentation.ipynb #c9eed996
 class SegCheckpoint(TrackerCallback):
     "Each epoch: model, optimizer and best value to `last.pth`; weights to `best.pth` when `monitor` improves (atomic). Loads the best at the end."
     order = TrackerCallback.order + 1
@@ -253,7 +253,8 @@ class SegCheckpoint(TrackerCallback):
         super().__init__(monitor=monitor, comp=comp, reset_on_fit=False)
         self.ckpt_dir = Path(ckpt_dir)
     def _save(self, name, **extra):
-        state = dict(spec=self.learn.model.spec, model=self.learn.model.state_dict(), monitor=self.monitor, **extra)
+        state = dict(spec=self.learn.model.spec, model=self.learn.model.state_dict(), monitor=self.monitor,
+                     run=getattr(self.learn, 'run_settings', None), **extra)
         return atomic_write(self.ckpt_dir/name, lambda t: torch.save(state, t))
     def after_epoch(self):
         if _skipped(self): return
@@ -298,7 +299,7 @@ def segment_learner(dls,                     # from `melanet_dls(..., with_mask=
     learn.task = task
     return learn
 
-# %% ../nbs/05_segmentation.ipynb #4ef801ac
+# %% ../nbs/05_segmentation.ipynb #5b34447b
 SCHEDULES = ('one_cycle', 'thesis')
 
 def _resume(learn, ckpt, resume:bool) -> int:
@@ -306,6 +307,9 @@ def _resume(learn, ckpt, resume:bool) -> int:
     last = ckpt.ckpt_dir/'last.pth'
     if not (resume and last.is_file()): return 0
     state = load_segmenter_state(last, learn.model)
+    if state.get('run') != getattr(learn, 'run_settings', None):
+        raise DataError(f"{last}: checkpoint of a run with other settings {state.get('run')}; this run has {learn.run_settings}: "
+                        "use another folder, or resume=False to start again")
     learn.create_opt(); learn.opt.load_state_dict(state['opt'])
     ckpt.best = state['best']
     return state['epoch']
@@ -325,6 +329,8 @@ def fit_segmenter(learn:Learner,             # from `segment_learner`
     if schedule not in SCHEDULES: raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
     monitor = TASK_METRICS[learn.task][-1]
     ckpt = SegCheckpoint(ckpt_dir or Path(learn.path)/'checkpoints', monitor)
+    learn.run_settings = dict(task=learn.task, alpha=learn.loss_func.alpha, seg_loss=learn.loss_func.seg_loss, lr=lr,
+                              schedule=schedule, freeze_encoder=freeze_encoder)   # a resumed run must have the same (epochs may grow)
     learn.resume_epoch = start = _resume(learn, ckpt, resume)
     if freeze_encoder: learn.freeze()
     cbs = [ckpt, ResumableCSVLogger()]

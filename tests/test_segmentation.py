@@ -86,6 +86,8 @@ def test_resume_and_foreign_checkpoint(demo, tmp_path):
     assert again.resume_epoch == 1 and len(pd.read_csv(tmp_path/'history.csv')) == 2
     with pytest.raises(DataError, match='last.pth: checkpoint of another architecture'):
         load_segmenter_state(tmp_path/'checkpoints'/'last.pth', create_segmenter('unet32'))
+    with pytest.raises(DataError, match='last.pth: checkpoint of a run with other settings'):   # a multitask run may not continue a seg run
+        fit_segmenter(segment_learner(dls, 'unet_lite0', 'multitask', path=tmp_path), epochs=3)
 
 # --- the pipeline -----------------------------------------------------------------------------------------------------
 def test_run_segment_writes_everything(smoke_run):
