@@ -100,7 +100,7 @@ def test_run_segment_writes_everything(smoke_run):
     per = pd.read_csv(out/'per_image.csv')
     assert set(per.postprocessed) == {True, False} and per.jaccard.between(0, 1).all()
     assert 0 <= m['mean_performance'] <= 1 and 'sign error' not in (out/'report.md').read_text()
-    assert not list(out.parent.glob('.run.tmp-*'))
+    assert not list(out.parent.glob('.run.tmp*'))
     table = summarize_runs([out/'metrics.json'])
     assert table.alpha.tolist() == [0.8] and table.mean_performance.between(0, 100).all()
 
