@@ -26,7 +26,9 @@ $(STAMP): settings.ini setup.py constraints.txt
 demo: $(STAMP)
 	$(BIN)/melanet run --out $(DEMO_OUT)
 
-test: $(STAMP) check-export nbdev-test pytest
+# `make test` runs every notebook once, under papermill with smoke=True (tests/test_notebooks.py): that executes every
+# cell nbdev_test would, and the slow-flagged demo sections too. `make nbdev-test` runs nbdev_test on its own.
+test: $(STAMP) check-export pytest
 
 # notebooks are the source of truth: exporting and cleaning them must change nothing
 check-export: $(STAMP)
