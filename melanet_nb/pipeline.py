@@ -18,12 +18,12 @@ from .classifier import run_experiments, load_classifier, predict_proba, LOSSES
 from .evaluation import write_evaluation, lesion_attention, frozen_features, synthesis_quality, learner_gradcam
 
 # %% auto #0
-__all__ = ['CHOICES', 'STEPS', 'default_of', 'RunConfig', 'option_problems', 'check_run_config', 'read_config_file',
-           'config_from_options', 'run_option_spec', 'fingerprint', 'say', 'Stage', 'write_json_atomic',
-           'choose_device', 'sources_fingerprint', 'load_run_table', 'run_data', 'read_run_table', 'run_gan',
-           'run_synthesize', 'run_train', 'model_path', 'run_lesion_attention', 'run_synthesis_quality',
-           'model_card_path', 'write_model_cards', 'run_evaluate', 'make_report', 'run_stages', 'run_pipeline',
-           'load_model', 'stored_threshold', 'write_gradcam_overlays', 'predict_images']
+__all__ = ['DEFAULT_CONFIGS', 'CHOICES', 'STEPS', 'default_of', 'RunConfig', 'option_problems', 'check_run_config',
+           'read_config_file', 'config_from_options', 'run_option_spec', 'fingerprint', 'say', 'Stage',
+           'write_json_atomic', 'choose_device', 'sources_fingerprint', 'load_run_table', 'run_data', 'read_run_table',
+           'run_gan', 'run_synthesize', 'run_train', 'model_path', 'run_lesion_attention', 'run_synthesis_quality',
+           'model_card_path', 'write_model_cards', 'run_evaluate', 'peak_memory_gb', 'make_report', 'run_stages',
+           'run_pipeline', 'load_model', 'stored_threshold', 'write_gradcam_overlays', 'predict_images']
 
 # %% ../nbs/04_pipeline.ipynb #2cda673c
 def default_of(fn,       # a library function
@@ -35,6 +35,8 @@ def default_of(fn,       # a library function
     return p.default
 
 # %% ../nbs/04_pipeline.ipynb #fd9a342f
+DEFAULT_CONFIGS = ('baseline', 'melanet')   # the paper's headline comparison; augment5x/10x and wgan on request
+
 CHOICES = dict(target=TARGETS, loss=LOSSES, configs=CONFIGS, device=('auto', 'cpu', 'cuda'),   # options with named values
                synth_n=('balance', 'all'))
 
@@ -60,7 +62,7 @@ class RunConfig:
     freeze_epochs: int = default_of(run_experiments, 'freeze_epochs')  # classifier epochs with a frozen backbone
     bs: int = default_of(run_experiments, 'bs')            # classifier batch size
     lr: float = default_of(run_experiments, 'lr')          # classifier learning rate (head; the body gets a discriminative slice)
-    configs: list = field(default_factory=lambda: list(CONFIGS))  # which of the paper's configurations to train
+    configs: list = field(default_factory=lambda: list(DEFAULT_CONFIGS))  # which classifier configurations to train (see `CONFIGS`)
     target_sensitivity: float = default_of(write_evaluation, 'target_sensitivity')  # the validation-chosen threshold must reach this sensitivity on 'valid'
     n_boot: int = default_of(write_evaluation, 'n_boot')   # bootstrap resamples for CIs
     seed: int = 42                    # one seed for splits, sampling and training
@@ -351,6 +353,12 @@ def run_evaluate(cfg: RunConfig, run_dir, train: Stage, timings: dict, attention
 # %% ../nbs/04_pipeline.ipynb #f98f4d2f
 def _pct(x): return 'n/a' if pd.isna(x) else f'{100 * x:.1f}%'
 
+def peak_memory_gb() -> float:
+    "Peak resident memory of this process so far, in GB (Linux `ru_maxrss` is in KiB; macOS reports bytes)."
+    import resource
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**30 if sys.platform == 'darwin' else 2**20)
+
 def _report_header(cfg: RunConfig, timings: dict, model, data_info:dict) -> list:
     return ["# melanet run report", "",
             f"- data: `{cfg.data or 'embedded demo data'}`" + (f", test: `{cfg.test_data}`" if cfg.test_data else '')
@@ -358,7 +366,8 @@ def _report_header(cfg: RunConfig, timings: dict, model, data_info:dict) -> list
             f"- target `{cfg.target}`, loss `{cfg.loss}`, backbone `{cfg.backbone}`, {cfg.size} px, "
             f"{cfg.freeze_epochs}+{cfg.epochs} epochs, seed {cfg.seed}"
             + (' — **smoke run: tiny settings, numbers mean nothing**' if cfg.smoke else ''),
-            f"- stage times (s): " + ', '.join(f'{k} {v:.0f}' for k, v in timings.items()),
+            f"- stage times (s): " + ', '.join(f'{k} {v:.0f}' for k, v in timings.items())
+            + f" (total {sum(timings.values()):.0f}); peak memory of this process: {peak_memory_gb():.1f} GB",
             f"- test images dropped because training already holds the same image id: "
             f"{data_info.get('test_seen_in_training_dropped', 'n/a')}; because training holds an identical file under "
             f"another id: {len(data_info.get('test_copies_of_training_dropped', []))}"
