@@ -25,7 +25,7 @@ __all__ = ['EFFNET_LITE_ARCHS', 'VGG16_WEIGHTS_ENV', 'VGG16_CFG', 'VGG_NAMES', '
            'frozen_block_splitter', 'FrozenBlockTraining', 'fit_frozen_blocks', 'fit_classifier', 'export_classifier',
            'load_classifier', 'check_images', 'predict_proba', 'predict', 'paper_augmentations', 'augment_offline',
            'read_augmented', 'StratifiedOrder', 'dl_targets', 'stratified_batches', 'nedelcu_augmentations',
-           'augmented_rows', 'synthetic_rows', 'training_table', 'vocab_target', 'predictions_table',
+           'augmented_rows', 'synthetic_sets', 'synthetic_rows', 'training_table', 'vocab_target', 'predictions_table',
            'check_split_classes', 'train_classifier', 'run_experiments']
 
 # %% ../nbs/02_classifier.ipynb #18d80e69
@@ -639,25 +639,46 @@ def augmented_rows(df:pd.DataFrame, config:str, work_dir, size:int=128, seed:int
         augment_offline(df, dest, factor=int(config.removeprefix('augment').removesuffix('x')), size=size, seed=seed)
     return read_augmented(dest, source=config)
 
-def synthetic_rows(synthetic,        # CycleGAN output: table or normalized-layout folder
-                   df:pd.DataFrame   # the data table (tells whether diagnoses are needed)
+def synthetic_sets(synthetic # None, one set (table or folder: config 'melanet'), or {config: set} for configs in `SYNTHETIC_CONFIGS`
+                  ) -> dict:  # {config: table or folder}
+    "The synthetic set of each synthetic configuration; a single set keeps meaning CycleGAN's, `{'melanet': set}`."
+    if synthetic is None: return {}
+    if not isinstance(synthetic, dict): return {'melanet': synthetic}
+    odd = [k for k in synthetic if k not in SYNTHETIC_CONFIGS]
+    if odd: raise ValueError(f"synthetic sets given for {odd}, which add none; synthetic configs: {list(SYNTHETIC_CONFIGS)}")
+    return {k: v for k, v in synthetic.items() if v is not None}
+
+def _needs_set(config) -> str:
+    return (f"config {config!r} needs `synthetic` ({SYNTHETIC_CONFIGS[config]} output: table or folder"
+            + (")" if config == 'melanet' else f", passed as synthetic={{{config!r}: ...}})"))
+
+def synthetic_rows(synthetic,        # the configuration's generator output: table or normalized-layout folder
+                   df:pd.DataFrame,  # the data table (tells whether diagnoses are needed)
+                   config:str='melanet' # the synthetic configuration (for the error message)
                   ) -> pd.DataFrame: # the synthetic lesions as 'train' rows
-    "CycleGAN's synthetic lesions as training rows; with diagnoses, a malignant one without a diagnosis is a melanoma."
-    if synthetic is None: raise ValueError("config 'melanet' needs `synthetic` (CycleGAN output: table or folder)")
+    "A generator's synthetic lesions as training rows; with diagnoses, a malignant one without a diagnosis is a melanoma."
+    if synthetic is None: raise ValueError(_needs_set(config))
     syn = (synthetic if isinstance(synthetic, pd.DataFrame) else read_normalized(synthetic, source='synthetic')).assign(split='train')
     if has_diagnoses(df):
         given = syn['diagnosis'] if 'diagnosis' in syn else pd.Series(np.nan, index=syn.index, dtype=object)
         syn['diagnosis'] = given.where(given.notna(), syn.label.map({'malignant': MALIGNANT_DIAGNOSES[0]}))
     return syn
 
-def training_table(df:pd.DataFrame, config:str, work_dir, synthetic=None, size:int=128, seed:int=42) -> pd.DataFrame:
+def training_table(df:pd.DataFrame,   # tidy table with 'train' and 'valid' rows
+                   config:str,        # one of `CONFIGS`
+                   work_dir,          # folder for the augmented sets
+                   synthetic=None,    # one set (CycleGAN's, for 'melanet') or {config: set}; see `synthetic_sets`
+                   size:int=128,      # image side of the augmented copies
+                   seed:int=42        # augmentation seed
+                  ) -> pd.DataFrame:  # training rows of `config` plus the original 'valid' rows
     "The table a configuration trains on: its training rows plus the original 'valid' rows."
     if config not in CONFIGS: raise ValueError(f"unknown config {config!r}; expected one of {CONFIGS}")
     train, valid = df[df.split == 'train'], df[df.split == 'valid']
     if config == 'baseline': extra = train
     elif config.startswith('augment'): extra = augmented_rows(df, config, work_dir, size, seed)
-    else: extra = pd.concat([train, synthetic_rows(synthetic, df)], ignore_index=True)
+    else: extra = pd.concat([train, synthetic_rows(synthetic_sets(synthetic).get(config), df, config)], ignore_index=True)
     return pd.concat([extra, valid], ignore_index=True)
+
 
 # %% ../nbs/02_classifier.ipynb #9761feab
 def vocab_target(vocab) -> str:
@@ -731,7 +752,7 @@ def train_classifier(tbl:pd.DataFrame,        # 'train' rows to learn from, 'val
 # %% ../nbs/02_classifier.ipynb #5978a3a0
 @delegates(train_classifier, but=['tbl', 'path'])
 def run_experiments(df:pd.DataFrame,   # tidy table with 'train', 'valid' (and usually 'test') rows
-                    synthetic=None,    # CycleGAN synthetic malignant set: table or normalized-layout folder
+                    synthetic=None,    # synthetic malignant set(s): one (CycleGAN's, config 'melanet') or {config: set}; each a table or folder
                     configs=None,      # subset of `CONFIGS` (default: all that the inputs allow)
                     work_dir=None,     # folder for augmented sets, checkpoints and exports
                     export:bool=True,  # export each trained learner to work_dir/<config>.pkl
@@ -740,15 +761,17 @@ def run_experiments(df:pd.DataFrame,   # tidy table with 'train', 'valid' (and u
     "Train one classifier per configuration with identical hyperparameters; predict the 'valid' and 'test' rows."
     if not (df.split == 'valid').any(): raise DataError("run_experiments needs 'valid' rows: call add_valid_split first")
     hp = _defaults(train_classifier) | kwargs
-    configs = list(configs or [c for c in CONFIGS if c != 'melanet' or synthetic is not None])
+    sets = synthetic_sets(synthetic)
+    configs = list(configs or [c for c in CONFIGS if c not in SYNTHETIC_CONFIGS or c in sets])
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown: raise ValueError(f"unknown config(s) {unknown}; expected some of {CONFIGS}")
-    if 'melanet' in configs and synthetic is None: raise ValueError("config 'melanet' needs `synthetic` (CycleGAN output: table or folder)")
+    lacking = [c for c in configs if c in SYNTHETIC_CONFIGS and c not in sets]
+    if lacking: raise ValueError('; '.join(_needs_set(c) for c in lacking))
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix='melanet_exp_')); work_dir.mkdir(parents=True, exist_ok=True)
     preds, log = [], []
     for config in configs:
         t0 = time.time()
-        tbl = training_table(df, config, work_dir, synthetic, hp['size'], hp['seed'])
+        tbl = training_table(df, config, work_dir, sets, hp['size'], hp['seed'])
         learn = train_classifier(tbl, work_dir/config, **kwargs)
         if export: export_classifier(learn, work_dir/f'{config}.pkl')
         preds.append(predictions_table(learn, df, config))

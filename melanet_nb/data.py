@@ -15,17 +15,17 @@ from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColRead
 
 # %% auto #0
 __all__ = ['LABELS', 'SPLITS', 'COLUMNS', 'OPTIONAL_COLUMNS', 'IMAGE_EXTS', 'DIAGNOSES', 'MALIGNANT_DIAGNOSES', 'TARGETS',
-           'CONFIGS', 'PRED_COLUMNS', 'PROB_PREFIX', 'TRANSPARENT_ON', 'ISIC2016_PARTS', 'DERMAMNIST_DIAGNOSES',
-           'DEMO_VERSION', 'VERIFY_SIDE', 'TABLE_EXTS', 'in_nbdev_test', 'DataError', 'normalize_labels',
-           'normalize_diagnoses', 'diagnosis_to_label', 'has_diagnoses', 'class_vocab', 'prob_columns',
-           'prediction_vocab', 'malignant_probability', 'load_image', 'pad_to_square', 'prepare_image', 'load_mask',
-           'prepare_mask', 'atomic_write', 'save_image_atomic', 'write_csv_atomic', 'remove_stale_tmp', 'atomic_dir',
-           'check_diagnosis_labels', 'add_diagnoses', 'attach_masks', 'has_mask', 'mask_summary', 'check_masks',
-           'read_normalized', 'write_labels', 'read_isic2016', 'read_class_folders', 'read_dermamnist', 'check_classes',
-           'read_dataset', 'draw_lesion', 'make_demo_dataset', 'project_data_dir', 'demo_data', 'add_valid_split',
-           'merge_datasets', 'exclude_seen', 'verify_images', 'dataset_fingerprint', 'find_duplicate_images',
-           'balanced_domains', 'ReadImage', 'ReadMask', 'AlbumentationsTransform', 'AlbumentationsImageMask',
-           'melanet_dls', 'refresh_input_types']
+           'CONFIGS', 'SYNTHETIC_CONFIGS', 'PRED_COLUMNS', 'PROB_PREFIX', 'TRANSPARENT_ON', 'ISIC2016_PARTS',
+           'DERMAMNIST_DIAGNOSES', 'DEMO_VERSION', 'VERIFY_SIDE', 'TABLE_EXTS', 'in_nbdev_test', 'DataError',
+           'normalize_labels', 'normalize_diagnoses', 'diagnosis_to_label', 'has_diagnoses', 'class_vocab',
+           'prob_columns', 'prediction_vocab', 'malignant_probability', 'load_image', 'pad_to_square', 'prepare_image',
+           'load_mask', 'prepare_mask', 'atomic_write', 'save_image_atomic', 'write_csv_atomic', 'remove_stale_tmp',
+           'atomic_dir', 'check_diagnosis_labels', 'add_diagnoses', 'attach_masks', 'has_mask', 'mask_summary',
+           'check_masks', 'read_normalized', 'write_labels', 'read_isic2016', 'read_class_folders', 'read_dermamnist',
+           'check_classes', 'read_dataset', 'draw_lesion', 'make_demo_dataset', 'project_data_dir', 'demo_data',
+           'add_valid_split', 'merge_datasets', 'exclude_seen', 'verify_images', 'dataset_fingerprint',
+           'find_duplicate_images', 'balanced_domains', 'ReadImage', 'ReadMask', 'AlbumentationsTransform',
+           'AlbumentationsImageMask', 'melanet_dls', 'refresh_input_types']
 
 # %% ../nbs/00_data.ipynb #66b73bd1
 def in_nbdev_test() -> bool:
@@ -93,7 +93,8 @@ def class_vocab(df:pd.DataFrame,  # tidy table
     return [d for d in DIAGNOSES if d in present] + sorted(present - set(DIAGNOSES))
 
 # %% ../nbs/00_data.ipynb #447d355b
-CONFIGS = ('baseline', 'augment5x', 'augment10x', 'melanet')   # the paper's classifier configurations (Table 1)
+CONFIGS = ('baseline', 'augment5x', 'augment10x', 'melanet', 'wgan')   # the paper's classifier configurations (Table 1), then WGAN-GP
+SYNTHETIC_CONFIGS = {'melanet': 'CycleGAN', 'wgan': 'class-conditional WGAN-GP'}   # configurations that add a synthetic set -> its generator
 PRED_COLUMNS = ['config', 'image_id', 'split', 'true_class', 'y']   # then one prob_<class> column per class, in vocab order
 PROB_PREFIX = 'prob_'
 

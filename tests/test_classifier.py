@@ -204,8 +204,10 @@ def trained(small_table, tmp_path_factory):
     syn = work/'synthetic'; (syn/'images').mkdir(parents=True)
     for i in range(6): draw_lesion(True, 48, seed=900 + i)[0].save(syn/'images'/f'SYN_{i}.png')
     write_labels(syn, pd.DataFrame(dict(image_id=[f'SYN_{i}' for i in range(6)], label='malignant', split='train')))
-    preds = run_experiments(small_table, synthetic=syn, configs=['baseline', 'augment5x', 'melanet'], work_dir=work/'runs',
-                            size=32, bs=8, epochs=1, freeze_epochs=0, lr=1e-3, seed=0)
+    wgan = pd.DataFrame(dict(image_id=[f'W_{i}' for i in range(3)], path=[str(syn/'images'/f'SYN_{i}.png') for i in range(3)],
+                             label='malignant', split='train', source='synthetic'))   # a stand-in WGAN-GP set, as a table
+    preds = run_experiments(small_table, synthetic={'melanet': syn, 'wgan': wgan}, configs=['baseline', 'augment5x', 'melanet', 'wgan'],
+                            work_dir=work/'runs', size=32, bs=8, epochs=1, freeze_epochs=0, lr=1e-3, seed=0)
     return preds, work
 
 def test_run_experiments_predictions_table(trained, small_table):
@@ -214,13 +216,26 @@ def test_run_experiments_predictions_table(trained, small_table):
     assert {'path', 'label'} <= set(preds.columns) and preds.attrs['vocab'] == LABELS and preds.attrs['loss'] == 'focal'
     assert (preds.true_class == preds.label).all() and np.allclose(preds.prob_benign + preds.prob_malignant, 1, atol=1e-5)
     n_eval = small_table.split.isin(['valid', 'test']).sum()
-    assert preds.groupby('config').size().to_dict() == {'baseline': n_eval, 'augment5x': n_eval, 'melanet': n_eval}
-    for c in ['augment5x', 'melanet']:   # every configuration is evaluated on the same original images
+    assert preds.groupby('config').size().to_dict() == {'baseline': n_eval, 'augment5x': n_eval, 'melanet': n_eval, 'wgan': n_eval}
+    for c in ['augment5x', 'melanet', 'wgan']:   # every configuration is evaluated on the same original images
         assert preds[preds.config == c].image_id.tolist() == preds[preds.config == 'baseline'].image_id.tolist()
     assert set(preds.split) == {'valid', 'test'} and preds.prob_malignant.between(0, 1).all()
     assert (preds.y == (preds.label == 'malignant')).all()
     log = {r['config']: r['n_train'] for r in preds.attrs['log']}
     assert log['melanet'] == log['baseline'] + 6 and log['augment5x'] == 6 * log['baseline']
+    assert log['wgan'] == log['baseline'] + 3   # each synthetic config adds its own set
+
+def test_run_experiments_synthetic_sets_per_config(small_table):
+    "A single set is CycleGAN's; a config asked without its set fails by name before anything trains."
+    syn = pd.DataFrame(dict(image_id=['s0'], path='', label='malignant', split='train', source='synthetic'))
+    assert clf.synthetic_sets(syn) == {'melanet': syn} and clf.synthetic_sets(None) == {}
+    with pytest.raises(ValueError, match=r"config 'wgan' needs `synthetic` \(class-conditional WGAN-GP output.*synthetic=\{'wgan': ...\}"):
+        run_experiments(small_table, synthetic=syn, configs=['baseline', 'wgan'], size=32, epochs=1)
+    with pytest.raises(ValueError, match="config 'melanet' needs `synthetic`"):
+        run_experiments(small_table, synthetic={'wgan': syn}, configs=['melanet'], size=32, epochs=1)
+    with pytest.raises(ValueError, match=r"synthetic sets given for \['cyclegan'\]"):
+        run_experiments(small_table, synthetic={'cyclegan': syn}, size=32, epochs=1)
+    assert data.CONFIGS[-1] == 'wgan' and set(data.SYNTHETIC_CONFIGS) == {'melanet', 'wgan'}
 
 def test_predict_from_a_fresh_process(trained):
     "One new interpreter: load the export, predict good images (same numbers), then fail by name on bad ones."
