@@ -7,6 +7,7 @@ plus a profile of one training step. Each size runs in its own process so that p
 Figures measured with it, and the exact commands, are in bench/README.md.
 Threads: torch's default (all cores) unless OMP_NUM_THREADS / --threads says otherwise."""
 import argparse, json, os, platform, resource, subprocess, sys, time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # ref_cyclegan
 
 
 def run_one(size, iters, warmup, threads, opt, disc_width=None):
@@ -111,6 +112,92 @@ def threads_study(size=128, steps=6, rounds=4, width=32):
     return agg
 
 
+def project_learner(size, steps, nets='reference', parallel=None, seed=0):
+    "The project's training path (`cyclegan_learner` + the lr schedule of `train_cyclegan`) over `steps` random pairs."
+    import torch
+    from fastai.basics import DataLoaders, DataLoader
+    from fastai.callback.schedule import ParamScheduler, SchedNo, SchedLin, combine_scheds
+    from melanet_nb.cyclegan import CycleGAN, UnpairedImages, cyclegan_learner
+    g = torch.Generator().manual_seed(seed)
+    benign, malignant = torch.randint(0, 256, (2, steps, 3, size, size), dtype=torch.uint8, generator=g)
+    torch.manual_seed(seed)
+    kw = {} if parallel is None else dict(parallel=parallel)   # the code before issue 15 has no `parallel`
+    if nets == 'reference':   # the reference's networks in the project's CycleGAN container
+        from ref_cyclegan import reference_networks
+        model = CycleGAN(size=size, width=32, disc_width=64, **kw)
+        model.benign_to_malignant, model.malignant_to_benign, model.disc_malignant, model.disc_benign = reference_networks()
+    else: model = CycleGAN(size=size, width=32, disc_width=None if nets == 'project' else int(nets), **kw)
+    dls = DataLoaders(DataLoader(UnpairedImages(benign, malignant), bs=1),
+                      DataLoader(UnpairedImages(benign[:0], malignant[:0]), bs=1))
+    learn = cyclegan_learner(model, dls)
+    learn.sched = ParamScheduler({'lr': combine_scheds([0.5, 0.5], [SchedNo(2e-4, 2e-4), SchedLin(2e-4, 0.)])})
+    return learn
+
+
+def versus(size=128, block=5, rounds=6, threads=None, nets='reference', variants=('reference', 'serial', 'parallel')):
+    """The reference step and the project's path in ONE process, interleaved: each round runs a block of `block` steps
+    of every variant (the order reverses every round); round 0 is a warm-up and is not counted. A project block is one
+    `fit` of one epoch through the real Learner + callbacks; the clock runs from its first batch to its last."""
+    import psutil, torch
+    from fastai.basics import Callback
+    from ref_cyclegan import ReferenceCycleGAN, reference_networks
+    if threads: torch.set_num_threads(threads)
+    proc = psutil.Process()
+    cpu = lambda: sum(proc.cpu_times()[:2])
+    g = torch.Generator().manual_seed(1)
+    ref_imgs = torch.randint(0, 256, (2, block, 1, 3, size, size), dtype=torch.uint8, generator=g)
+    torch.manual_seed(0)
+    ref = ReferenceCycleGAN(reference_networks())
+    par = dict(serial=False, parallel=True, auto=None, before=None)
+    learners = {v: project_learner(size, block, nets, par[v]) for v in variants if v != 'reference'}
+
+    class Clock(Callback):
+        order = 100
+        def before_batch(self):
+            if self.iter == 0: self.c0, self.t0 = cpu(), time.perf_counter()
+        def after_batch(self):
+            if self.iter == block - 1: self.wall, self.cpu = time.perf_counter() - self.t0, cpu() - self.c0
+
+    def run(v):
+        if v == 'reference':
+            c0, t0 = cpu(), time.perf_counter()
+            for i in range(block):   # the reference's data path: uint8 -> float in [-1, 1] per step (its Normalize)
+                ref.optimize_parameters(ref_imgs[0, i].float().div(127.5).sub(1.), ref_imgs[1, i].float().div(127.5).sub(1.))
+            return time.perf_counter() - t0, cpu() - c0
+        learn, clock = learners[v], Clock()
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=[learn.sched, clock])
+        return clock.wall, clock.cpu
+
+    times, cpus, loads = {v: [] for v in variants}, {v: [] for v in variants}, []
+    for r in range(rounds + 1):
+        for v in (variants if r % 2 else variants[::-1]):
+            wall, c = run(v)
+            if r: times[v].append(wall / block); cpus[v].append(100 * c / wall)
+        loads.append(os.getloadavg()[0])
+        if r: print(f"round {r}: " + ', '.join(f"{v} {times[v][-1]:.3f} s/step ({cpus[v][-1]:.0f}% CPU)" for v in variants)
+                    + f", load {loads[-1]:.2f}", file=sys.stderr, flush=True)
+    return times, cpus, loads, learners, ref
+
+
+def report_versus(size, block, rounds, threads, nets, variants):
+    import numpy as np, torch
+    times, cpus, loads, learners, ref = versus(size, block, rounds, threads, nets, variants)
+    n = lambda m: sum(p.numel() for p in m.parameters()) / 1e6
+    m = next(iter(learners.values())).model if learners else None
+    print(f"\nCycleGAN training step at {size} px, batch 1, one process, {rounds} interleaved rounds of {block} steps per "
+          f"variant (after one warm-up round); reference G pair {n(ref.netG_A) + n(ref.netG_B):.2f} M, D pair "
+          f"{n(ref.netD_A) + n(ref.netD_B):.2f} M parameters"
+          + (f"; project networks: {nets} (G pair {n(m.generators):.2f} M, D pair {n(m.discriminators):.2f} M)" if m else '')
+          + f"; torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY')}, {os.cpu_count()} cores, load average {min(loads):.2f}–{max(loads):.2f}, "
+          f"{time.strftime('%Y-%m-%d %H:%M')} UTC\n")
+    print('| path | steps/s (median) | min–max | s/step (median) | CPU % (median; 100 = one core) | × reference (median of rounds) |')
+    print('|---|---:|---:|---:|---:|---:|')
+    for v in variants:
+        sps, ratio = 1 / np.array(times[v]), np.array(times['reference']) / np.array(times[v]) if 'reference' in times else [np.nan]
+        print(f"| {v} | {np.median(sps):.2f} | {sps.min():.2f}–{sps.max():.2f} | {np.median(times[v]):.3f} | "
+              f"{np.median(cpus[v]):.0f} | {np.median(ratio):.2f} ({np.min(ratio):.2f}–{np.max(ratio):.2f}) |")
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--sizes', type=int, nargs='+', default=[64, 128, 256])
@@ -122,7 +209,14 @@ def main():
     ap.add_argument('--study', action='store_true', help='threads x batch x loader workers, alternating, at --sizes[0] px')
     ap.add_argument('--steps', type=int, default=6, help='--study: steps per epoch')
     ap.add_argument('--rounds', type=int, default=4, help='--study: alternating rounds')
+    ap.add_argument('--versus', action='store_true', help='reference step vs the project path, interleaved, at --sizes[0] px')
+    ap.add_argument('--block', type=int, default=5, help='--versus: steps per block')
+    ap.add_argument('--variants', nargs='+', default=['reference', 'serial', 'parallel'],
+                    help="--versus: 'reference', and the project path with 'serial', 'parallel' or 'auto' directions "
+                         "('before': a library without the option, e.g. PYTHONPATH=<old checkout>)")
+    ap.add_argument('--nets', default='reference', help="--versus: networks in the project path: 'reference', 'project' or a PatchGAN width")
     a = ap.parse_args()
+    if a.versus: report_versus(a.sizes[0], a.block, a.rounds, a.threads, a.nets, tuple(a.variants)); return
     if a.study: threads_study(a.sizes[0], a.steps, a.rounds); return
     iters = {64: 10, 128: 6, 256: 3}
     if a.one:

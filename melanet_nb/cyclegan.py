@@ -4,26 +4,27 @@
 
 # %% ../nbs/01_cyclegan.ipynb #26a2c1b3
 from __future__ import annotations
-import os, re, random, warnings, zipfile
+import os, re, random, threading, warnings, zipfile
+from concurrent.futures import ThreadPoolExecutor
 from collections import namedtuple
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from PIL import Image
 from fastcore.all import *
 from fastai.basics import (Learner, Callback, DataLoaders, DataLoader, Adam, LossMetrics, CancelValidException,
-                           CancelFitException, default_device, set_seed, params)
+                           CancelBackwardException, CancelFitException, default_device, set_seed, params)
 from fastai.callback.schedule import ParamScheduler, SchedNo, SchedLin, combine_scheds
 from fastprogress.fastprogress import progress_bar
 from .data import *
 
 # %% auto #0
 __all__ = ['CycleOutput', 'cyclegan_opt', 'CKPT_FORMAT', 'GENERATOR_FORMAT', 'DIRECTIONS', 'UNetGenerator', 'PatchDiscriminator',
-           'CycleGAN', 'adversarial_loss', 'discriminator_loss', 'CycleGANLoss', 'ImagePool', 'load_domain', 'to_unit',
-           'from_unit', 'UnpairedImages', 'CycleGANTrainer', 'ShowTranslations', 'checkpoint_path', 'list_checkpoints',
-           'loss_history', 'training_settings', 'save_checkpoint', 'read_checkpoint', 'check_checkpoint_config',
-           'check_checkpoint_settings', 'load_checkpoint', 'CycleGANCheckpoint', 'cyclegan_learner', 'train_cyclegan',
-           'translate', 'translate_cycle', 'cycle_error', 'show_translation_grid', 'synthesize', 'export_generator',
-           'load_generator', 'translate_image', 'translate_images']
+           'run_pair', 'CycleGAN', 'adversarial_loss', 'discriminator_loss', 'CycleGANLoss', 'ImagePool', 'load_domain',
+           'to_unit', 'from_unit', 'UnpairedImages', 'CycleGANTrainer', 'ShowTranslations', 'checkpoint_path',
+           'list_checkpoints', 'loss_history', 'training_settings', 'save_checkpoint', 'read_checkpoint',
+           'check_checkpoint_config', 'check_checkpoint_settings', 'load_checkpoint', 'CycleGANCheckpoint',
+           'cyclegan_learner', 'train_cyclegan', 'translate', 'translate_cycle', 'cycle_error', 'show_translation_grid',
+           'synthesize', 'export_generator', 'load_generator', 'translate_image', 'translate_images']
 
 # %% ../nbs/01_cyclegan.ipynb #69f91957
 def _down(ni, nf, norm=True):
@@ -100,6 +101,34 @@ class PatchDiscriminator(nn.Module):
                              f"{2**(self.n_layers+2)} px; got {tuple(x.shape[-2:])}")
         return self.layers(x)
 
+# %% ../nbs/01_cyclegan.ipynb #c01b7de7
+_PAIR_POOLS = {}   # intra-op threads per worker -> the pool of two worker threads that `run_pair` uses
+
+def _pair_pool(threads:int):
+    "The shared pool of two worker threads with `threads` intra-op threads each (started on first use)."
+    if threads not in _PAIR_POOLS:
+        caller = torch.get_num_threads()
+        pool = ThreadPoolExecutor(2, 'melanet_pair', initializer=torch.set_num_threads, initargs=(threads,))
+        both = threading.Barrier(2)
+        for started in [pool.submit(both.wait) for _ in range(2)]: started.result()   # both workers exist and are set
+        torch.set_num_threads(caller)   # `set_num_threads` also set the default of new threads: the caller's again
+        _PAIR_POOLS[threads] = pool
+    return _PAIR_POOLS[threads]
+
+def _with_grad_mode(f, enabled):
+    "`f()` under the caller's grad mode (grad mode is per thread)."
+    with torch.set_grad_enabled(enabled): return f()
+
+def run_pair(f,                    # work without arguments, e.g. one direction's forward pass
+             g,                    # independent work
+             parallel:bool=True    # two threads (else `f()` then `g()`)
+            ) -> tuple:            # (f(), g())
+    "Run `f` and `g`, in two threads with half of torch's intra-op threads each when `parallel`."
+    if not parallel: return f(), g()
+    pool, grad = _pair_pool(max(1, torch.get_num_threads() // 2)), torch.is_grad_enabled()
+    a, b = pool.submit(_with_grad_mode, f, grad), pool.submit(_with_grad_mode, g, grad)
+    return a.result(), b.result()
+
 # %% ../nbs/01_cyclegan.ipynb #eb15bba4
 CycleOutput = namedtuple('CycleOutput', 'fake_malignant fake_benign cycle_benign cycle_malignant')
 
@@ -111,7 +140,8 @@ class CycleGAN(nn.Module):
                  depth:int=4,         # generator downsamplings
                  dropout:float=0.,    # generator dropout (inner decoder blocks)
                  disc_width:int=None, # discriminator width (None: same as `width`)
-                 disc_layers:int=3    # discriminator strided layers
+                 disc_layers:int=3,   # discriminator strided layers
+                 parallel:bool=None   # the two directions in two threads (None: on a CPU with >= 2 torch threads, no dropout)
                 ):
         super().__init__()
         store_attr()
@@ -124,7 +154,7 @@ class CycleGAN(nn.Module):
 
     @property
     def config(self) -> dict:
-        "Constructor arguments, stored in checkpoints."
+        "Constructor arguments that define the networks, stored in checkpoints (`parallel` changes no result)."
         return dict(size=self.size, width=self.width, depth=self.depth, dropout=self.dropout,
                     disc_width=self.disc_width, disc_layers=self.disc_layers)
 
@@ -133,11 +163,29 @@ class CycleGAN(nn.Module):
     @property
     def discriminators(self): return nn.ModuleList([self.disc_malignant, self.disc_benign])
 
-    def forward(self, benign, malignant) -> CycleOutput:
-        fake_malignant = self.benign_to_malignant(benign)
-        fake_benign = self.malignant_to_benign(malignant)
-        return CycleOutput(fake_malignant, fake_benign,
-                           self.malignant_to_benign(fake_malignant), self.benign_to_malignant(fake_benign))
+# %% ../nbs/01_cyclegan.ipynb #6459541b
+def _cycle(x, there, back) -> tuple:
+    "(there(x), back(there(x))): one direction's translation and its reconstruction."
+    fake = there(x)
+    return fake, back(fake)
+
+@patch(as_prop=True)
+def in_parallel(self:CycleGAN) -> bool:
+    "Does `pair` use two threads? Dropout draws from torch's one global generator, so it keeps the directions in sequence."
+    if self.parallel is not None: return self.parallel
+    return torch.get_num_threads() > 1 and not self.dropout and next(self.parameters()).device.type == 'cpu'
+
+@patch
+def pair(self:CycleGAN, f, g) -> tuple:
+    "`run_pair(f, g)`, in two threads when `in_parallel`."
+    return run_pair(f, g, self.in_parallel)
+
+@patch
+def forward(self:CycleGAN, benign, malignant) -> CycleOutput:
+    (fake_malignant, cycle_benign), (fake_benign, cycle_malignant) = self.pair(
+        partial(_cycle, benign, self.benign_to_malignant, self.malignant_to_benign),
+        partial(_cycle, malignant, self.malignant_to_benign, self.benign_to_malignant))
+    return CycleOutput(fake_malignant, fake_benign, cycle_benign, cycle_malignant)
 
 # %% ../nbs/01_cyclegan.ipynb #384480e8
 def adversarial_loss(pred,           # discriminator logits (any shape)
@@ -171,17 +219,20 @@ class CycleGANLoss(nn.Module):
         self.__dict__['model'] = model   # plain reference: not a registered submodule, so not saved twice
         self.disc_malignant_loss = self.disc_benign_loss = torch.tensor(0.)
 
+    def half(self, pred:CycleOutput, real, domain:str) -> torch.Tensor: # the terms of `domain` -> other -> `domain`
+        "One direction's adversarial, cycle and identity terms, each kept under its name; their sum."
+        m, other = self.model, 'malignant' if domain == 'benign' else 'benign'
+        adv = self.adv_weight * adversarial_loss(getattr(m, f'disc_{other}')(getattr(pred, f'fake_{other}')), True, self.adv)
+        cycle = self.cycle_weight * F.l1_loss(getattr(pred, f'cycle_{domain}'), real)
+        identity = (self.identity_weight * F.l1_loss(getattr(m, f'{other}_to_{domain}')(real), real) if self.identity_weight
+                    else torch.zeros((), device=real.device))
+        setattr(self, f'adv_{domain}_to_{other}', adv); setattr(self, f'cycle_{domain}', cycle); setattr(self, f'identity_{domain}', identity)
+        return adv + cycle + identity
+
     def forward(self, pred:CycleOutput, benign, malignant):
-        m = self.model
-        self.adv_benign_to_malignant = self.adv_weight * adversarial_loss(m.disc_malignant(pred.fake_malignant), True, self.adv)
-        self.adv_malignant_to_benign = self.adv_weight * adversarial_loss(m.disc_benign(pred.fake_benign), True, self.adv)
-        self.cycle_benign = self.cycle_weight * F.l1_loss(pred.cycle_benign, benign)
-        self.cycle_malignant = self.cycle_weight * F.l1_loss(pred.cycle_malignant, malignant)
-        if self.identity_weight:
-            self.identity_benign = self.identity_weight * F.l1_loss(m.malignant_to_benign(benign), benign)
-            self.identity_malignant = self.identity_weight * F.l1_loss(m.benign_to_malignant(malignant), malignant)
-        else: self.identity_benign = self.identity_malignant = torch.zeros((), device=benign.device)
-        return sum(getattr(self, t) for t in self.terms)
+        pair = getattr(self.model, 'pair', partial(run_pair, parallel=False))
+        self.halves = pair(partial(self.half, pred, benign, 'benign'), partial(self.half, pred, malignant, 'malignant'))
+        return self.halves[0] + self.halves[1]
 
 # %% ../nbs/01_cyclegan.ipynb #89ff9ba7
 class ImagePool:
@@ -275,10 +326,22 @@ class CycleGANTrainer(Callback):
     def before_batch(self):
         self.learn.xb = self.learn.yb = tuple(self.learn.xb) + tuple(self.learn.yb)   # (benign, malignant) for both
 
+    def before_backward(self):
+        "Backpropagate each direction's half of the loss (both at once when the model runs in parallel), not fastai's sum."
+        benign_half, malignant_half = self.learn.loss_func.halves
+        self.model.pair(benign_half.backward, malignant_half.backward)
+        raise CancelBackwardException()   # the gradients are in place: skip `loss.backward()`, go on to the step
+
     def before_validate(self):
         if not len(self.dls.valid): raise CancelValidException()
 
 # %% ../nbs/01_cyclegan.ipynb #60fcdc70
+def _disc_backward(disc, real, fake, kind) -> torch.Tensor: # the loss, detached
+    "Backpropagate `discriminator_loss` of `disc`."
+    loss = discriminator_loss(disc, real, fake, kind)
+    loss.backward()
+    return loss.detach()
+
 @patch
 def after_step(self:CycleGANTrainer):
     "Discriminator update on real images and pooled fakes, at the generators' current learning rate."
@@ -286,13 +349,11 @@ def after_step(self:CycleGANTrainer):
     benign, malignant = self.learn.xb
     self.opt_disc.set_hyper('lr', self.learn.opt.hypers[-1]['lr'])
     _set_requires_grad(m.generators, False); _set_requires_grad(m.discriminators, True)
-    fake_malignant = self.pools['malignant'](pred.fake_malignant)
+    fake_malignant = self.pools['malignant'](pred.fake_malignant)   # the pools draw here, in a fixed order
     fake_benign = self.pools['benign'](pred.fake_benign)
-    loss_m = discriminator_loss(m.disc_malignant, malignant, fake_malignant, lf.adv)
-    loss_b = discriminator_loss(m.disc_benign, benign, fake_benign, lf.adv)
-    (loss_m + loss_b).backward()
+    lf.disc_malignant_loss, lf.disc_benign_loss = m.pair(partial(_disc_backward, m.disc_malignant, malignant, fake_malignant, lf.adv),
+                                                         partial(_disc_backward, m.disc_benign, benign, fake_benign, lf.adv))
     self.opt_disc.step(); self.opt_disc.zero_grad()
-    lf.disc_malignant_loss, lf.disc_benign_loss = loss_m.detach(), loss_b.detach()
     _set_requires_grad(m.discriminators, False); _set_requires_grad(m.generators, True)
 
 # %% ../nbs/01_cyclegan.ipynb #adb4b900

@@ -106,6 +106,22 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         train_cyclegan(benign, malignant, ckpt_dir=tmp_path/'b', **{**KW, 'size': 64})
 
 
+
+@pytest.mark.parametrize('identity_weight', [0., 5.])
+def test_directions_in_parallel_train_like_in_sequence(tmp_path, identity_weight):
+    "Two threads (one direction each) give the losses and weights of one thread, up to float rounding; runs repeat exactly."
+    if torch.get_num_threads() < 2: pytest.skip('needs 2 torch threads')
+    df = _domains(tmp_path)
+    benign, malignant = df[df.label == 'benign'], df[df.label == 'malignant']
+    kw = {**KW, 'epochs': 2, 'identity_weight': identity_weight}
+    runs = [train_cyclegan(benign, malignant, parallel=p, **kw) for p in (True, False, True)]
+    assert runs[0].model.in_parallel and not runs[1].model.in_parallel
+    assert runs[0].recorder.values == runs[2].recorder.values   # the threads' order does not change a bit
+    np.testing.assert_allclose(np.array(runs[0].recorder.values, dtype=float), np.array(runs[1].recorder.values, dtype=float), rtol=1e-4)
+    for a, b in zip(runs[0].model.state_dict().values(), runs[1].model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    assert CycleGAN(size=32, width=4, dropout=0.5).in_parallel is False   # dropout's draws would depend on the threads' order
+
 def test_bad_domains(tmp_path):
     df = _domains(tmp_path, 2, 2)
     benign, malignant = df[df.label == 'benign'], df[df.label == 'malignant']
