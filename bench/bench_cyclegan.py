@@ -112,12 +112,13 @@ def threads_study(size=128, steps=6, rounds=4, width=32):
     return agg
 
 
-def project_learner(size, steps, nets='reference', parallel=None, seed=0):
+def project_learner(size, steps, nets='reference', parallel=None, seed=0, lib='melanet_nb'):
     "The project's training path (`cyclegan_learner` + the lr schedule of `train_cyclegan`) over `steps` random pairs."
-    import torch
+    import importlib, torch
     from fastai.basics import DataLoaders, DataLoader
     from fastai.callback.schedule import ParamScheduler, SchedNo, SchedLin, combine_scheds
-    from melanet_nb.cyclegan import CycleGAN, UnpairedImages, cyclegan_learner
+    cg = importlib.import_module(f'{lib}.cyclegan')
+    CycleGAN, UnpairedImages, cyclegan_learner = cg.CycleGAN, cg.UnpairedImages, cg.cyclegan_learner
     g = torch.Generator().manual_seed(seed)
     benign, malignant = torch.randint(0, 256, (2, steps, 3, size, size), dtype=torch.uint8, generator=g)
     torch.manual_seed(seed)
@@ -149,7 +150,8 @@ def versus(size=128, block=5, rounds=6, threads=None, nets='reference', variants
     torch.manual_seed(0)
     ref = ReferenceCycleGAN(reference_networks())
     par = dict(serial=False, parallel=True, auto=None, before=None)
-    learners = {v: project_learner(size, block, nets, par[v]) for v in variants if v != 'reference'}
+    learners = {v: project_learner(size, block, nets, par[v], lib='melanet_nb_before' if v == 'before' else 'melanet_nb')
+                for v in variants if v != 'reference'}
 
     class Clock(Callback):
         order = 100
@@ -213,9 +215,12 @@ def main():
     ap.add_argument('--block', type=int, default=5, help='--versus: steps per block')
     ap.add_argument('--variants', nargs='+', default=['reference', 'serial', 'parallel'],
                     help="--versus: 'reference', and the project path with 'serial', 'parallel' or 'auto' directions "
-                         "('before': a library without the option, e.g. PYTHONPATH=<old checkout>)")
+                         "('before': the library of an older commit, copied as package `melanet_nb_before` into --before)")
+    ap.add_argument('--before', help="--versus: folder holding an older melanet_nb renamed melanet_nb_before, e.g. made with "
+                    "`git archive e0776b8 melanet_nb | tar -x -C DIR && mv DIR/melanet_nb DIR/melanet_nb_before`")
     ap.add_argument('--nets', default='reference', help="--versus: networks in the project path: 'reference', 'project' or a PatchGAN width")
     a = ap.parse_args()
+    if a.before: sys.path.insert(0, a.before)
     if a.versus: report_versus(a.sizes[0], a.block, a.rounds, a.threads, a.nets, tuple(a.variants)); return
     if a.study: threads_study(a.sizes[0], a.steps, a.rounds); return
     iters = {64: 10, 128: 6, 256: 3}

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from PIL import Image
 from fastcore.all import *
-from fastai.basics import (Learner, Callback, DataLoaders, DataLoader, Adam, LossMetrics, CancelValidException,
+from fastai.basics import (Learner, Callback, DataLoaders, DataLoader, OptimWrapper, LossMetrics, CancelValidException,
                            CancelBackwardException, CancelFitException, default_device, set_seed, params)
 from fastai.callback.schedule import ParamScheduler, SchedNo, SchedLin, combine_scheds
 from fastprogress.fastprogress import progress_bar
 from .data import *
 
 # %% auto #0
-__all__ = ['CycleOutput', 'cyclegan_opt', 'CKPT_FORMAT', 'GENERATOR_FORMAT', 'DIRECTIONS', 'UNetGenerator', 'PatchDiscriminator',
-           'run_pair', 'CycleGAN', 'adversarial_loss', 'discriminator_loss', 'CycleGANLoss', 'ImagePool', 'load_domain',
-           'to_unit', 'from_unit', 'UnpairedImages', 'CycleGANTrainer', 'ShowTranslations', 'checkpoint_path',
+__all__ = ['CycleOutput', 'CKPT_FORMAT', 'GENERATOR_FORMAT', 'DIRECTIONS', 'UNetGenerator', 'PatchDiscriminator', 'run_pair',
+           'CycleGAN', 'adversarial_loss', 'discriminator_loss', 'CycleGANLoss', 'ImagePool', 'load_domain', 'to_unit',
+           'from_unit', 'UnpairedImages', 'cyclegan_opt', 'CycleGANTrainer', 'ShowTranslations', 'checkpoint_path',
            'list_checkpoints', 'loss_history', 'training_settings', 'save_checkpoint', 'read_checkpoint',
            'check_checkpoint_config', 'check_checkpoint_settings', 'load_checkpoint', 'CycleGANCheckpoint',
            'cyclegan_learner', 'train_cyclegan', 'translate', 'translate_cycle', 'cycle_error', 'show_translation_grid',
@@ -199,8 +199,9 @@ def adversarial_loss(pred,           # discriminator logits (any shape)
     raise ValueError(f"adversarial loss kind must be 'lsgan' or 'log', got {kind!r}")
 
 def discriminator_loss(disc, real, fake, kind='lsgan'):
-    "Half the loss of `disc` on a real batch (target 1) plus a fake batch (target 0)."
-    return 0.5 * (adversarial_loss(disc(real), True, kind) + adversarial_loss(disc(fake), False, kind))
+    "Half the loss of `disc` on a real batch (target 1) plus a fake batch (target 0), both scored in one forward pass."
+    pred_real, pred_fake = disc(torch.cat([real, fake])).split([len(real), len(fake)])   # instance norm: per image
+    return 0.5 * (adversarial_loss(pred_real, True, kind) + adversarial_loss(pred_fake, False, kind))
 
 # %% ../nbs/01_cyclegan.ipynb #e66fecea
 class CycleGANLoss(nn.Module):
@@ -294,7 +295,13 @@ class UnpairedImages(torch.utils.data.Dataset):
                 self._get(self.malignant, self.order_malignant[i], self.flips[i, 1]))
 
 # %% ../nbs/01_cyclegan.ipynb #2cf71e95
-cyclegan_opt = partial(Adam, mom=0.5, sqr_mom=0.999, eps=1e-8, wd=0.)
+def cyclegan_opt(params, # parameter groups, as fastai's `Learner` passes them
+                 lr=2e-4, # learning rate
+                 **kwargs # more `torch.optim.Adam` arguments
+                ) -> OptimWrapper:
+    "Adam(β1 0.5, β2 0.999, eps 1e-8, no weight decay) with torch's fused kernel (one pass over the weights), for fastai."
+    fast = dict(fused=True) if tuple(map(int, re.findall(r'\d+', torch.__version__)[:2])) >= (2, 4) else dict(foreach=True)
+    return OptimWrapper(params, opt=torch.optim.Adam, lr=lr, betas=(0.5, 0.999), eps=1e-8, weight_decay=0., **fast, **kwargs)
 
 def _set_requires_grad(module, flag):
     for p in module.parameters(): p.requires_grad_(flag)
@@ -438,6 +445,9 @@ def check_checkpoint_settings(state, learn, path):
 def load_checkpoint(learn, path) -> int:
     "Restore `learn` (model, optimizers, pools, RNG) from `path`; return the number of completed epochs."
     state = read_checkpoint(path)
+    if 'param_groups' not in state['opt_generators']:   # fastai's own Adam, before issue 15
+        raise ValueError(f"{path}: written by an older melanet_nb whose optimizer state (fastai's Adam) cannot be continued "
+                         "by torch's Adam; its weights still synthesize, but to train use resume=False (starts afresh)")
     check_checkpoint_config(state, learn.model, path)
     check_checkpoint_settings(state, learn, path)
     learn.model.load_state_dict(state['model'])

@@ -201,3 +201,17 @@ def test_synthesize_from_learner_without_checkpoints(tmp_path):
     learn = train_cyclegan(df[df.label == 'benign'], df[df.label == 'malignant'], **{**KW, 'epochs': 2})
     out = synthesize(learn, df, tmp_path/'synth')
     assert len(out) == 2 and set(out.epoch) == {2} and out.checkpoint.isna().all()
+
+
+def test_checkpoint_with_fastai_adam_state_is_refused_for_resume_but_synthesizes(tmp_path):
+    "Checkpoints written before torch's fused Adam (fastai's optimizer state) cannot continue training; their weights still work."
+    df = _domains(tmp_path)
+    benign, malignant = df[df.label == 'benign'], df[df.label == 'malignant']
+    kw = {**KW, 'epochs': 1}
+    train_cyclegan(benign, malignant, ckpt_dir=tmp_path/'c', **kw)
+    ckpt = list_checkpoints(tmp_path/'c')[-1]
+    state = torch.load(ckpt, weights_only=False)
+    state['opt_generators'] = dict(state=[], hypers=[])          # the layout of fastai's Optimizer.state_dict()
+    torch.save(state, ckpt)
+    with pytest.raises(ValueError, match='older melanet_nb'): train_cyclegan(benign, malignant, ckpt_dir=tmp_path/'c', **{**kw, 'epochs': 2})
+    assert len(synthesize(ckpt, df, tmp_path/'synth', n=1)) == 1
