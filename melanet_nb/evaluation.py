@@ -17,20 +17,22 @@ from .data import (LABELS, DIAGNOSES, MALIGNANT_DIAGNOSES, PRED_COLUMNS, PROB_PR
                              prediction_vocab, write_csv_atomic, atomic_write)
 
 # %% auto #0
-__all__ = ['PROB_SUM_TOL', 'OLD_BINARY_COLUMNS', 'PAIRED_COLUMNS', 'PAIRED_COLUMNS_MULTICLASS', 'PAPER_TEST_COUNTS',
-           'PAPER_TABLE1', 'THESIS_SOURCE', 'THESIS_TABLE9', 'ECE_BINS', 'TEMPERATURE_BOUNDS', 'LOG_EPS',
-           'SEG_THRESHOLD', 'ISIC_JACCARD_THRESHOLD', 'SEG_COLUMNS', 'PROBE_C', 'NPV_NOTE', 'THESIS_NOTE',
-           'MetricInputError', 'check_binary', 'confusion_counts', 'threshold_metrics', 'roc_auc', 'bootstrap_aucs',
-           'auc_ci', 'threshold_for_sensitivity', 'delong_test', 'delong_auc_se', 'paired_bootstrap_auc',
-           'check_predictions', 'evaluate_predictions', 'compare_configs', 'check_multiclass', 'class_rates',
-           'balanced_accuracy', 'melanoma_vs_rest', 'multiclass_metrics', 'per_class_metrics', 'paired_bootstrap_bacc',
-           'paper_table', 'compare_with_paper', 'compare_with_thesis', 'plot_roc', 'plot_metric_bars',
-           'plot_confusion_matrices', 'plot_roc_ovr', 'plot_confusion_heatmaps', 'brier_score', 'log_loss',
-           'reliability_table', 'expected_calibration_error', 'apply_temperature', 'fit_temperature',
-           'calibration_table', 'plot_reliability', 'GradCAM', 'gradcam', 'malignant_cases', 'learner_gradcam',
-           'learner_features', 'plot_gradcam', 'cam_mask_share', 'lesion_attention', 'summarize_lesion_attention',
-           'as_binary_mask', 'mask_scores', 'segmentation_scores', 'segmentation_summary', 'mean_performance',
-           'paired_segmentation_test', 'kernel_distance', 'frozen_features', 'synthesis_quality', 'gap_features',
+__all__ = ['PROB_SUM_TOL', 'OLD_BINARY_COLUMNS', 'PAIRED_COLUMNS', 'PAIRED_COLUMNS_MULTICLASS', 'PAIRED_METRICS',
+           'PAPER_TEST_COUNTS', 'PAPER_TABLE1', 'THESIS_SOURCE', 'THESIS_TABLE9', 'ECE_BINS', 'TEMPERATURE_BOUNDS',
+           'LOG_EPS', 'SEG_THRESHOLD', 'ISIC_JACCARD_THRESHOLD', 'SEG_COLUMNS', 'PROBE_C', 'KID_FACTOR',
+           'YARDSTICK_SPLITS', 'YARDSTICK_QUANTILE', 'CALLED_MALIGNANT_TARGET', 'DIVERSITY_TARGET', 'CHECK_COLUMNS',
+           'NPV_NOTE', 'THESIS_NOTE', 'MetricInputError', 'check_binary', 'confusion_counts', 'threshold_metrics',
+           'roc_auc', 'bootstrap_aucs', 'auc_ci', 'threshold_for_sensitivity', 'delong_test', 'delong_auc_se',
+           'paired_bootstrap_auc', 'check_predictions', 'evaluate_predictions', 'compare_configs', 'check_multiclass',
+           'class_rates', 'balanced_accuracy', 'melanoma_vs_rest', 'multiclass_metrics', 'per_class_metrics',
+           'paired_bootstrap_bacc', 'paired_bootstrap_metric', 'paper_table', 'compare_with_paper',
+           'compare_with_thesis', 'plot_roc', 'plot_metric_bars', 'plot_confusion_matrices', 'plot_roc_ovr',
+           'plot_confusion_heatmaps', 'brier_score', 'log_loss', 'reliability_table', 'expected_calibration_error',
+           'apply_temperature', 'fit_temperature', 'calibration_table', 'plot_reliability', 'GradCAM', 'gradcam',
+           'malignant_cases', 'learner_gradcam', 'learner_features', 'plot_gradcam', 'cam_mask_share',
+           'lesion_attention', 'summarize_lesion_attention', 'as_binary_mask', 'mask_scores', 'segmentation_scores',
+           'segmentation_summary', 'mean_performance', 'paired_segmentation_test', 'kernel_distance', 'frozen_features',
+           'synthesis_quality', 'mean_pairwise_distance', 'kid_yardstick', 'synthetic_set_checks', 'gap_features',
            'neighbour_agreement', 'umap_embedding', 'plot_umap', 'write_evaluation']
 
 # %% ../nbs/03_evaluation.ipynb #26ac8465
@@ -489,6 +491,41 @@ def _paired_multiclass(y, probs_a, probs_b, vocab, n_boot, level, seed) -> dict:
         row.update(melanoma_auc=d['auc_a'], melanoma_auc_reference=d['auc_b'], melanoma_auc_diff=d['auc_diff'],
                    delong_ci_low=d['ci_low'], delong_ci_high=d['ci_high'], delong_z=d['z'], delong_p=d['p_value'])
     return row
+
+# %% ../nbs/03_evaluation.ipynb #828b05cb
+PAIRED_METRICS = ('accuracy', 'weighted_f1', 'macro_f1', 'balanced_accuracy')   # argmax metrics `paired_bootstrap_metric` compares
+
+def _argmax_metrics(y, pred, k) -> dict:
+    "Each of `PAIRED_METRICS` for rows of resampled labels `y` and predictions `pred` (both B x n): one value per row."
+    b = np.arange(len(y))[:, None]
+    cm = np.zeros((len(y), k, k)); np.add.at(cm, (np.broadcast_to(b, y.shape), y, pred), 1)
+    tp, n_true, n_called = np.diagonal(cm, axis1=1, axis2=2), cm.sum(2), cm.sum(1)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        f1 = np.where(n_true + n_called > 0, 2 * tp / (n_true + n_called), np.nan)
+        recall = np.where(n_true > 0, tp / n_true, np.nan)
+    n = y.shape[1]
+    return dict(accuracy=tp.sum(1) / n, weighted_f1=np.nansum(f1 * n_true, 1) / n, macro_f1=np.nanmean(f1, 1),
+                balanced_accuracy=np.nanmean(recall, 1))
+
+def paired_bootstrap_metric(y,                 # true class indices
+                            pred_a,            # model A's predicted class indices on the same images
+                            pred_b,            # model B's, same order
+                            metric='macro_f1', # one of `PAIRED_METRICS`
+                            n_boot=2000,       # resamples (the same images for both models in each)
+                            level=0.95,        # confidence level
+                            seed=42            # resampling seed
+                           ) -> dict:          # a, b, diff (A - B), ci_low, ci_high, p_value, share_a_better
+    "Paired bootstrap of the difference A - B in an argmax metric, resampling images within each true class."
+    if metric not in PAIRED_METRICS: raise ValueError(f"metric must be one of {PAIRED_METRICS}, got {metric!r}")
+    y, pred_a, pred_b = (np.asarray(v).astype(int) for v in (y, pred_a, pred_b))
+    if not len(y) == len(pred_a) == len(pred_b): raise ValueError(f"length mismatch: {len(y)}, {len(pred_a)} and {len(pred_b)}")
+    k, rng = int(max(y.max(), pred_a.max(), pred_b.max())) + 1, np.random.default_rng(seed)
+    idx = np.concatenate([rng.choice(np.flatnonzero(y == c), size=(n_boot, int((y == c).sum()))) for c in np.unique(y)], axis=1)
+    point = {m: _argmax_metrics(y[None], p[None], k)[metric][0] for m, p in (('a', pred_a), ('b', pred_b))}
+    diffs = _argmax_metrics(y[idx], pred_a[idx], k)[metric] - _argmax_metrics(y[idx], pred_b[idx], k)[metric]
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return dict(a=float(point['a']), b=float(point['b']), diff=float(point['a'] - point['b']), ci_low=float(lo), ci_high=float(hi),
+                p_value=float(min(1., 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))), share_a_better=float((diffs > 0).mean()))
 
 # %% ../nbs/03_evaluation.ipynb #93b2140e
 PAPER_TEST_COUNTS = dict(benign=304, malignant=75)   # ISIC-2016 test set as stated in the paper (§3)
@@ -1196,6 +1233,96 @@ def synthesis_quality(real_benign,     # (n_b, d) features of real benign images
         res.update(n_sources=len(src), n_sources_in_probe_training=int(seen.sum()), sources_called_malignant=float((p >= 0.5).mean()),
                    kid_sources_vs_malignant=kernel_distance(src, malignant))
     return {k: float(v) if isinstance(v, (float, np.floating)) else int(v) for k, v in res.items()}
+
+# %% ../nbs/03_evaluation.ipynb #892253d9
+KID_FACTOR = 2.              # KID(synthetic, held-out melanomas) must be at most this many times the real-vs-real yardstick
+YARDSTICK_SPLITS = 20        # random halvings of the held-out melanomas behind the yardstick
+YARDSTICK_QUANTILE = 0.95    # the yardstick: this quantile of KID(half, half) over the halvings
+CALLED_MALIGNANT_TARGET = .5 # share of synthetic images the classifier (and the probe) must call malignant
+DIVERSITY_TARGET = 0.8       # synthetic / real mean pairwise feature distance must reach this (mode collapse: well below 1)
+CHECK_COLUMNS = ['generator', 'check', 'value', 'reference', 'target', 'passed', 'n', 'note']
+
+def mean_pairwise_distance(features,      # (n, d) features
+                           max_n=2000,    # a random subset of this many rows is used above it
+                           seed=42        # seed of that subset
+                          ) -> float:     # mean Euclidean distance over all pairs i < j
+    "Mean pairwise Euclidean distance: the spread of a sample (near 0 for a collapsed generator)."
+    x = np.asarray(features, np.float64)
+    if len(x) < 2: raise MetricInputError(f"mean_pairwise_distance needs at least 2 samples, got {len(x)}")
+    if len(x) > max_n: x = x[np.random.default_rng(seed).choice(len(x), max_n, replace=False)]
+    sq = (x ** 2).sum(1)
+    d = np.sqrt(np.clip(sq[:, None] + sq[None] - 2 * x @ x.T, 0, None))
+    return float(d[np.triu_indices(len(x), 1)].mean())
+
+def kid_yardstick(real,                        # (n, d) features of real images of one class, n >= 4
+                  n_splits=YARDSTICK_SPLITS,   # random halvings
+                  quantile=YARDSTICK_QUANTILE, # which quantile of the halvings' KIDs is the yardstick
+                  seed=42                      # seed of the halvings
+                 ) -> dict:                    # yardstick, mean and sd of KID(half, half), n_per_half
+    "How large the KID between two halves of one real sample gets by chance."
+    real = np.asarray(real, np.float64)
+    if len(real) < 4: raise MetricInputError(f"the KID yardstick needs at least 4 real images (two halves of 2), got {len(real)}")
+    rng = np.random.default_rng(seed)
+    kids = np.array([kernel_distance(real[p[::2]], real[p[1::2]]) for p in (rng.permutation(len(real)) for _ in range(n_splits))])
+    return dict(yardstick=float(np.quantile(kids, quantile)), mean=float(kids.mean()), sd=float(kids.std(ddof=1)),
+                n_per_half=len(real) // 2)
+
+# %% ../nbs/03_evaluation.ipynb #09ec718c
+def _as_features(x, size) -> np.ndarray | None:
+    "Features as they are (a 2-D float array), or `frozen_features` of image files; None stays None."
+    if x is None: return None
+    if isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype.kind == 'f': return x.astype(np.float64)
+    return frozen_features([str(p) for p in x], size=size).astype(np.float64)
+
+def _check(generator, check, value, reference, target, passed, n, note) -> dict:
+    return dict(generator=generator, check=check, value=float(value), reference=float(reference) if reference is not None else np.nan,
+                target=target, passed=bool(passed), n=int(n), note=note)
+
+def _share_rows(generator, prob, threshold, heldout_prob, target) -> list:
+    "The classifier's share of synthetic images called malignant at its threshold and at 0.5."
+    prob = np.asarray(prob, np.float64)
+    rows = []
+    for name, t in ([('threshold', threshold)] if threshold is not None else []) + [('0.5', .5)]:
+        share = float((prob >= t).mean())
+        ref = float((np.asarray(heldout_prob) >= t).mean()) if heldout_prob is not None else None
+        rows.append(_check(generator, f'classifier_called_malignant_at_{name}', share, ref, f'>= {target:g}', share >= target,
+                           len(prob), f'threshold {t:.3f}' + ('; reference: held-out real melanomas' if ref is not None else '')))
+    return rows
+
+# %% ../nbs/03_evaluation.ipynb #1d950211
+def synthetic_set_checks(synthetic,                   # synthetic malignant images: files, or (n, d) features
+                         heldout_malignant,           # held-out real melanomas ('valid' malignant rows): files or features
+                         real_benign=None,            # real benign training images (files or features): enables the probe
+                         real_malignant=None,         # real malignant training images for the probe (default: `heldout_malignant`)
+                         synthetic_prob=None,         # the baseline classifier's p(malignant) of each synthetic image
+                         threshold=None,              # the baseline's validation-chosen threshold
+                         heldout_prob=None,           # the baseline's p(malignant) of the held-out melanomas (reference shares)
+                         generator:str='',            # name in the `generator` column, e.g. 'wgan' or 'melanet'
+                         size:int=128,                # side the image files are fed to the frozen backbone at
+                         kid_factor=KID_FACTOR,       # KID target: at most this many yardsticks
+                         called_target=CALLED_MALIGNANT_TARGET, # share called malignant must reach this
+                         diversity_target=DIVERSITY_TARGET,     # diversity ratio must reach this
+                         seed:int=42                  # seed of the halvings, subsets and probe folds
+                        ) -> pd.DataFrame:            # one row per check: `CHECK_COLUMNS`
+    "Pass/fail checks of a synthetic malignant set: KID vs its real yardstick, probe, classifier verdict, diversity."
+    syn, held = _as_features(synthetic, size), _as_features(heldout_malignant, size)
+    if len(syn) < 2: raise MetricInputError(f"need at least 2 synthetic images, got {len(syn)}")
+    ys, kid = kid_yardstick(held, seed=seed), kernel_distance(syn, held)
+    rows = [_check(generator, 'kid_vs_heldout_malignant', kid, ys['yardstick'], f'<= {kid_factor:g} x reference',
+                   kid <= kid_factor * ys['yardstick'], len(syn),
+                   f"reference: q{YARDSTICK_QUANTILE:g} of KID(half, half) over {YARDSTICK_SPLITS} halvings of {len(held)} "
+                   f"held-out melanomas (mean {ys['mean']:.4f}, sd {ys['sd']:.4f})")]
+    if real_benign is not None:
+        q = synthesis_quality(_as_features(real_benign, size), held if real_malignant is None else _as_features(real_malignant, size),
+                              syn, seed=seed)
+        rows.append(_check(generator, 'probe_called_malignant', q['synthetic_called_malignant'], q['real_malignant_called_malignant_cv'],
+                           f'>= {called_target:g}', q['synthetic_called_malignant'] >= called_target, len(syn),
+                           f"frozen-feature probe, CV AUC {q['probe_cv_auc']:.3f}; reference: real melanomas out of fold"))
+    if synthetic_prob is not None: rows += _share_rows(generator, synthetic_prob, threshold, heldout_prob, called_target)
+    d_syn, d_real = mean_pairwise_distance(syn, seed=seed), mean_pairwise_distance(held, seed=seed)
+    rows.append(_check(generator, 'diversity_ratio', d_syn / d_real, 1., f'>= {diversity_target:g}', d_syn / d_real >= diversity_target,
+                       len(syn), f'mean pairwise feature distance: synthetic {d_syn:.3f}, held-out melanomas {d_real:.3f}'))
+    return pd.DataFrame(rows, columns=CHECK_COLUMNS)
 
 # %% ../nbs/03_evaluation.ipynb #57075860
 def gap_features(model: nn.Module, # `GapClassifier`-shaped model

@@ -10,14 +10,14 @@ from fastai.vision.all import CSVLogger, F1Score, set_seed
 from .data import *
 from .classifier import (EFFNET_LITE_ARCHS, SAMPLERS, NO_WEIGHTS, melanet_learner, make_loss, fit_frozen_blocks,
                                    stratified_batches, nedelcu_augmentations, predictions_table, check_split_classes)
-from .evaluation import multiclass_metrics, check_predictions
+from .evaluation import multiclass_metrics, check_predictions, paired_bootstrap_metric, PAIRED_METRICS
 
 # %% auto #0
-__all__ = ['STUDY_STRATEGIES', 'STUDY_BACKBONES', 'HUB_BACKBONES', 'FIRST_STAGES', 'SELECT_ON', 'PAIRED_METRICS',
-           'PAPER_NETWORKS', 'PAPER_STRATEGIES', 'PAPER_CLASS_NAMES', 'PAPER_PER_CLASS', 'known_diagnoses',
-           'merged_table', 'first_stage_table', 'read_public', 'demo_public', 'study_tables', 'fit_stage', 'run_key',
-           'train_run', 'paired_bootstrap_metric', 'study_predictions', 'study_summary', 'study_per_class',
-           'study_pairs', 'study_differences', 'md_table', 'study_report', 'study_runs', 'run_study']
+__all__ = ['STUDY_STRATEGIES', 'STUDY_BACKBONES', 'HUB_BACKBONES', 'FIRST_STAGES', 'SELECT_ON', 'PAPER_NETWORKS',
+           'PAPER_STRATEGIES', 'PAPER_CLASS_NAMES', 'PAPER_PER_CLASS', 'known_diagnoses', 'merged_table',
+           'first_stage_table', 'read_public', 'demo_public', 'study_tables', 'fit_stage', 'run_key', 'train_run',
+           'study_predictions', 'study_summary', 'study_per_class', 'study_pairs', 'study_differences', 'md_table',
+           'study_report', 'study_runs', 'run_study']
 
 # %% ../nbs/06_strategies.ipynb #f3c6b7f9
 STUDY_STRATEGIES = {   # short name -> what the arm does here (the paper's letters)
@@ -190,41 +190,6 @@ def train_run(tables:dict,         # from `study_tables`
     write_csv_atomic(preds, run_dir/'predictions.csv')   # last: its presence marks the run as done
     shutil.rmtree(work, ignore_errors=True)
     return preds
-
-# %% ../nbs/06_strategies.ipynb #11f3b624
-PAIRED_METRICS = ('accuracy', 'weighted_f1', 'macro_f1', 'balanced_accuracy')   # argmax metrics `paired_bootstrap_metric` compares
-
-def _argmax_metrics(y, pred, k) -> dict:
-    "Each of `PAIRED_METRICS` for rows of resampled labels `y` and predictions `pred` (both B x n): one value per row."
-    b = np.arange(len(y))[:, None]
-    cm = np.zeros((len(y), k, k)); np.add.at(cm, (np.broadcast_to(b, y.shape), y, pred), 1)
-    tp, n_true, n_called = np.diagonal(cm, axis1=1, axis2=2), cm.sum(2), cm.sum(1)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        f1 = np.where(n_true + n_called > 0, 2 * tp / (n_true + n_called), np.nan)
-        recall = np.where(n_true > 0, tp / n_true, np.nan)
-    n = y.shape[1]
-    return dict(accuracy=tp.sum(1) / n, weighted_f1=np.nansum(f1 * n_true, 1) / n, macro_f1=np.nanmean(f1, 1),
-                balanced_accuracy=np.nanmean(recall, 1))
-
-def paired_bootstrap_metric(y,                 # true class indices
-                            pred_a,            # model A's predicted class indices on the same images
-                            pred_b,            # model B's, same order
-                            metric='macro_f1', # one of `PAIRED_METRICS`
-                            n_boot=2000,       # resamples (the same images for both models in each)
-                            level=0.95,        # confidence level
-                            seed=42            # resampling seed
-                           ) -> dict:          # a, b, diff (A - B), ci_low, ci_high, p_value, share_a_better
-    "Paired bootstrap of the difference A - B in an argmax metric, resampling images within each true class."
-    if metric not in PAIRED_METRICS: raise ValueError(f"metric must be one of {PAIRED_METRICS}, got {metric!r}")
-    y, pred_a, pred_b = (np.asarray(v).astype(int) for v in (y, pred_a, pred_b))
-    if not len(y) == len(pred_a) == len(pred_b): raise ValueError(f"length mismatch: {len(y)}, {len(pred_a)} and {len(pred_b)}")
-    k, rng = int(max(y.max(), pred_a.max(), pred_b.max())) + 1, np.random.default_rng(seed)
-    idx = np.concatenate([rng.choice(np.flatnonzero(y == c), size=(n_boot, int((y == c).sum()))) for c in np.unique(y)], axis=1)
-    point = {m: _argmax_metrics(y[None], p[None], k)[metric][0] for m, p in (('a', pred_a), ('b', pred_b))}
-    diffs = _argmax_metrics(y[idx], pred_a[idx], k)[metric] - _argmax_metrics(y[idx], pred_b[idx], k)[metric]
-    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    return dict(a=float(point['a']), b=float(point['b']), diff=float(point['a'] - point['b']), ci_low=float(lo), ci_high=float(hi),
-                p_value=float(min(1., 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))), share_a_better=float((diffs > 0).mean()))
 
 # %% ../nbs/06_strategies.ipynb #7ef056cc
 PAPER_NETWORKS = pd.DataFrame([('MobileNet-V2', '2.3M', 14.43, 15.91, 9.59), ('ResNet50', '23M', 43.00, 42.67, 27.07),
