@@ -1,9 +1,13 @@
 """Benchmark of CycleGAN training: iterations/s and peak memory at 64/128/256 px for the default generator width,
 plus a profile of one training step. Each size runs in its own process so that peak RSS (ru_maxrss) is per size.
+`--versus` times the junyanz reference training step (bench/ref_cyclegan.py) against the project's Learner path in one
+process, interleaved; `--real DIR` times `train_cyclegan` itself on a dataset's balanced domains.
 
     .venv/bin/python bench/bench_cyclegan.py                 # all sizes + profile, prints a markdown table
     .venv/bin/python bench/bench_cyclegan.py --sizes 64 --no-profile
     .venv/bin/python bench/bench_cyclegan.py --study --sizes 128      # threads x batch x loader workers, alternating
+    .venv/bin/python bench/bench_cyclegan.py --versus --sizes 128 --block 3 --rounds 6 --variants reference serial parallel
+    .venv/bin/python bench/bench_cyclegan.py --real ../shared/data/isic2016 --sizes 128 --steps 30 --variants before parallel --before DIR
 Figures measured with it, and the exact commands, are in bench/README.md.
 Threads: torch's default (all cores) unless OMP_NUM_THREADS / --threads says otherwise."""
 import argparse, json, os, platform, resource, subprocess, sys, time
@@ -158,7 +162,7 @@ def versus(size=128, block=5, rounds=6, threads=None, nets='reference', variants
         def before_batch(self):
             if self.iter == 0: self.c0, self.t0 = cpu(), time.perf_counter()
         def after_batch(self):
-            if self.iter == block - 1: self.wall, self.cpu = time.perf_counter() - self.t0, cpu() - self.c0
+            if self.iter == block - 1: self.wall_s, self.cpu_s = time.perf_counter() - self.t0, cpu() - self.c0
 
     def run(v):
         if v == 'reference':
@@ -168,7 +172,7 @@ def versus(size=128, block=5, rounds=6, threads=None, nets='reference', variants
             return time.perf_counter() - t0, cpu() - c0
         learn, clock = learners[v], Clock()
         with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=[learn.sched, clock])
-        return clock.wall, clock.cpu
+        return clock.wall_s, clock.cpu_s
 
     times, cpus, loads = {v: [] for v in variants}, {v: [] for v in variants}, []
     for r in range(rounds + 1):
@@ -200,6 +204,42 @@ def report_versus(size, block, rounds, threads, nets, variants):
         print(f"| {v} | {np.median(sps):.2f} | {sps.min():.2f}–{sps.max():.2f} | {np.median(times[v]):.3f} | "
               f"{np.median(cpus[v]):.0f} | {np.median(ratio):.2f} ({np.min(ratio):.2f}–{np.max(ratio):.2f}) |")
 
+def real_data(data, size=128, steps=30, warmup=3, rounds=2, variants=('before', 'after')):
+    """`train_cyclegan` itself on a real dataset's balanced training domains (as `melanet run` builds them), stopped after
+    `steps` steps; variants alternate `rounds` times. Times the steps after `warmup` (the stage's per-epoch cost is
+    iterations x s/step) and the whole call (decoding the domains included)."""
+    import importlib, numpy as np, torch
+    from fastai.basics import Callback, CancelFitException
+    from fastai.basics import defaults
+    from fastai.callback.progress import ProgressCallback
+    from melanet_nb.data import read_dataset, add_valid_split, balanced_domains
+    defaults.callbacks = [c for c in defaults.callbacks if c is not ProgressCallback]   # no progress bars in the output
+    df = add_valid_split(read_dataset(data))
+    benign, malignant = balanced_domains(df, 42)
+    res = {v: [] for v in variants}
+    class Stop(Callback):
+        order = 100
+        def before_batch(self):
+            if self.iter == warmup: self.t0 = time.perf_counter()
+        def after_batch(self):
+            if self.iter == steps - 1: self.learn.step_s = (time.perf_counter() - self.t0) / (steps - warmup); raise CancelFitException()
+    for r in range(rounds):
+        for v in (variants if r % 2 == 0 else variants[::-1]):
+            cg = importlib.import_module('melanet_nb_before.cyclegan' if v == 'before' else 'melanet_nb.cyclegan')
+            kw = {'parallel': {'serial': False, 'parallel': True}[v]} if v in ('serial', 'parallel') else {}
+            t0 = time.perf_counter()
+            learn = cg.train_cyclegan(benign, malignant, size=size, epochs=1, cbs=Stop(), **kw)
+            res[v].append(learn.step_s)
+            print(f"{v}: {learn.step_s:.3f} s/step, {len(learn.dls.train)} iterations per epoch, call {time.perf_counter() - t0:.0f} s, "
+                  f"load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
+    n = len(learn.dls.train)
+    print(f"\n{data}: {len(benign)} + {len(malignant)} training images per domain, {n} iterations per epoch at {size} px; "
+          f"{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')} UTC\n")
+    print('| code | s/step (median of rounds) | minutes per epoch | minutes for 30 epochs |\n|---|---:|---:|---:|')
+    for v, t in res.items():
+        m = float(np.median(t))
+        print(f"| {v} | {m:.3f} | {n * m / 60:.2f} | {30 * n * m / 60:.1f} |")
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--sizes', type=int, nargs='+', default=[64, 128, 256])
@@ -211,6 +251,7 @@ def main():
     ap.add_argument('--study', action='store_true', help='threads x batch x loader workers, alternating, at --sizes[0] px')
     ap.add_argument('--steps', type=int, default=6, help='--study: steps per epoch')
     ap.add_argument('--rounds', type=int, default=4, help='--study: alternating rounds')
+    ap.add_argument('--real', help='a dataset folder: time train_cyclegan on its balanced domains for --steps steps per variant')
     ap.add_argument('--versus', action='store_true', help='reference step vs the project path, interleaved, at --sizes[0] px')
     ap.add_argument('--block', type=int, default=5, help='--versus: steps per block')
     ap.add_argument('--variants', nargs='+', default=['reference', 'serial', 'parallel'],
@@ -221,6 +262,7 @@ def main():
     ap.add_argument('--nets', default='reference', help="--versus: networks in the project path: 'reference', 'project' or a PatchGAN width")
     a = ap.parse_args()
     if a.before: sys.path.insert(0, a.before)
+    if a.real: real_data(a.real, a.sizes[0], a.steps, 3, a.rounds, tuple(v for v in a.variants if v != 'reference')); return
     if a.versus: report_versus(a.sizes[0], a.block, a.rounds, a.threads, a.nets, tuple(a.variants)); return
     if a.study: threads_study(a.sizes[0], a.steps, a.rounds); return
     iters = {64: 10, 128: 6, 256: 3}
