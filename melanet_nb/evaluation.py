@@ -1289,6 +1289,14 @@ def _share_rows(generator, prob, threshold, heldout_prob, target) -> list:
                            len(prob), f'threshold {t:.3f}' + ('; reference: held-out real melanomas' if ref is not None else '')))
     return rows
 
+def _classifier_prob(classifier, images) -> np.ndarray:
+    "p(malignant) of image files under a classifier (`Learner` or exported file)."
+    from melanet_nb import classifier as clf
+    if isinstance(images, np.ndarray) and images.dtype.kind == 'f':
+        raise MetricInputError("`classifier` needs image files, not features; pass synthetic_prob/heldout_prob instead")
+    learn = clf.load_classifier(classifier) if isinstance(classifier, (str, Path)) else classifier
+    return malignant_probability(clf.predict_proba(learn, [str(p) for p in images]), list(learn.dls.vocab))
+
 # %% ../nbs/03_evaluation.ipynb #1d950211
 def synthetic_set_checks(synthetic,                   # synthetic malignant images: files, or (n, d) features
                          heldout_malignant,           # held-out real melanomas ('valid' malignant rows): files or features
@@ -1297,6 +1305,7 @@ def synthetic_set_checks(synthetic,                   # synthetic malignant imag
                          synthetic_prob=None,         # the baseline classifier's p(malignant) of each synthetic image
                          threshold=None,              # the baseline's validation-chosen threshold
                          heldout_prob=None,           # the baseline's p(malignant) of the held-out melanomas (reference shares)
+                         classifier=None,             # the baseline itself (`Learner` or exported file): computes both probabilities from files
                          generator:str='',            # name in the `generator` column, e.g. 'wgan' or 'melanet'
                          size:int=128,                # side the image files are fed to the frozen backbone at
                          kid_factor=KID_FACTOR,       # KID target: at most this many yardsticks
@@ -1305,6 +1314,9 @@ def synthetic_set_checks(synthetic,                   # synthetic malignant imag
                          seed:int=42                  # seed of the halvings, subsets and probe folds
                         ) -> pd.DataFrame:            # one row per check: `CHECK_COLUMNS`
     "Pass/fail checks of a synthetic malignant set: KID vs its real yardstick, probe, classifier verdict, diversity."
+    if classifier is not None:
+        if synthetic_prob is None: synthetic_prob = _classifier_prob(classifier, synthetic)
+        if heldout_prob is None: heldout_prob = _classifier_prob(classifier, heldout_malignant)
     syn, held = _as_features(synthetic, size), _as_features(heldout_malignant, size)
     if len(syn) < 2: raise MetricInputError(f"need at least 2 synthetic images, got {len(syn)}")
     ys, kid = kid_yardstick(held, seed=seed), kernel_distance(syn, held)

@@ -164,3 +164,21 @@ def test_synthetic_set_checks_pass_and_fail():
     assert not bad['diversity_ratio'] and not bad['kid_vs_heldout_malignant'] and not bad['classifier_called_malignant_at_0.5']
     assert mean_pairwise_distance([[0, 0], [0, 1], [0, 2]]) == pytest.approx(4 / 3)
     assert kid_yardstick(held)['n_per_half'] == 30
+
+
+def test_synthetic_set_checks_with_a_classifier(monkeypatch, tmp_path):
+    "The baseline passed as `classifier` gives the shares from image files (its p(malignant) column by vocab)."
+    import types, melanet_nb.classifier as clf
+    from melanet_nb.evaluation import MetricInputError
+    rng = np.random.default_rng(1)
+    files = [str(tmp_path/f'{i}.png') for i in range(6)]
+    probs = {f: p for f, p in zip(files, [.9, .8, .1, .7, .6, .2])}
+    monkeypatch.setattr(clf, 'predict_proba', lambda learn, paths: np.array([[1 - probs[p], probs[p]] for p in paths]))
+    monkeypatch.setattr('melanet_nb.evaluation._as_features', lambda x, size: rng.normal(size=(len(x), 4)))
+    learn = types.SimpleNamespace(dls=types.SimpleNamespace(vocab=['benign', 'malignant']))
+    t = synthetic_set_checks(files[:4], files[:6], classifier=learn, threshold=.75).set_index('check')
+    assert t.loc['classifier_called_malignant_at_threshold', 'value'] == pytest.approx(.5)      # .9, .8 of .9 .8 .1 .7
+    assert t.loc['classifier_called_malignant_at_0.5', 'value'] == pytest.approx(.75)
+    assert t.loc['classifier_called_malignant_at_0.5', 'reference'] == pytest.approx(4 / 6)
+    with pytest.raises(MetricInputError, match='needs image files'):
+        synthetic_set_checks(rng.normal(size=(4, 3)), rng.normal(size=(6, 3)), classifier=learn)
