@@ -8,23 +8,24 @@ import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as 
 import timm
 from fastcore.all import *
 from fastai.vision.all import (Learner, OptimWrapper, Adam, RocAucBinary, RocAuc, BalancedAccuracy, Recall, Callback,
-                               SaveModelCallback, EarlyStoppingCallback, ReduceLROnPlateau, load_learner,
+                               SaveModelCallback, EarlyStoppingCallback, ReduceLROnPlateau, load_learner, ClassificationInterpretation,
                                imagenet_stats, set_seed)
 from fastprogress.fastprogress import progress_bar
 from PIL import Image
 from .data import *
 
 # %% auto #0
-__all__ = ['EFFNET_LITE_ARCHS', 'VGG16_WEIGHTS_ENV', 'VGG16_CFG', 'VGG_NAMES', 'NO_WEIGHTS', 'LOSSES', 'SELECT_METRIC',
-           'FROZEN_BLOCKS', 'STRATEGIES', 'SAMPLERS', 'WeightMappingError', 'map_state_dict_by_position',
-           'effnet_lite_weights_file', 'load_effnet_lite_weights', 'effnet_lite0_weights_file',
-           'load_effnet_lite0_weights', 'vgg16_state_dict', 'vgg16_features', 'vgg16_blocks', 'load_vgg16_features',
-           'TimmBody', 'GapClassifier', 'gap_splitter', 'create_classifier', 'as_class_weights', 'FocalLoss',
-           'UniformAlphaFocalLoss', 'class_weights', 'WeightedCrossEntropy', 'make_loss', 'adadelta',
-           'classifier_metrics', 'melanet_learner', 'GradualUnfreeze', 'backbone_family', 'frozen_blocks',
-           'frozen_block_splitter', 'FrozenBlockTraining', 'fit_frozen_blocks', 'fit_classifier', 'export_classifier',
-           'load_classifier', 'check_images', 'predict_proba', 'predict', 'paper_augmentations', 'augment_offline',
-           'read_augmented', 'StratifiedOrder', 'dl_targets', 'stratified_batches', 'nedelcu_augmentations',
+__all__ = ['EFFNET_LITE_ARCHS', 'VGG16_WEIGHTS_ENV', 'VGG16_CFG', 'VGG_NAMES', 'NO_WEIGHTS', 'SCRATCH_WIDTHS', 'LOSSES',
+           'SELECT_METRIC', 'FROZEN_BLOCKS', 'STRATEGIES', 'STRATEGY_LR', 'TTA_VIEWS', 'SAMPLERS', 'AUGMENTS',
+           'WeightMappingError', 'map_state_dict_by_position', 'effnet_lite_weights_file', 'load_effnet_lite_weights',
+           'effnet_lite0_weights_file', 'load_effnet_lite0_weights', 'vgg16_state_dict', 'vgg16_features',
+           'vgg16_blocks', 'load_vgg16_features', 'TimmBody', 'GapClassifier', 'gap_splitter', 'create_classifier',
+           'scratch_cnn', 'as_class_weights', 'FocalLoss', 'UniformAlphaFocalLoss', 'class_weights',
+           'WeightedCrossEntropy', 'make_loss', 'adadelta', 'classifier_metrics', 'melanet_learner', 'GradualUnfreeze',
+           'backbone_family', 'frozen_blocks', 'frozen_block_splitter', 'FrozenBlockTraining', 'fit_frozen_blocks',
+           'fit_classifier', 'HistoryCSV', 'dihedral_views', 'TTA', 'tta_views', 'export_classifier', 'load_classifier',
+           'check_images', 'predict_proba', 'predict', 'paper_augmentations', 'augment_offline', 'read_augmented',
+           'StratifiedOrder', 'dl_targets', 'stratified_batches', 'nedelcu_augmentations', 'train_augmentations',
            'augmented_rows', 'synthetic_sets', 'synthetic_rows', 'training_table', 'vocab_target', 'predictions_table',
            'check_split_classes', 'train_classifier', 'run_experiments']
 
@@ -148,12 +149,14 @@ class TimmBody(nn.Module):
 
 # %% ../nbs/02_classifier.ipynb #c827b535
 class GapClassifier(nn.Module):
-    "Backbone `body` -> global average pooling `pool` -> one dense layer `head` with `n_out` logits."
+    "Backbone `body` -> global average pooling `pool` (then dropout, if any) -> one dense layer `head` with `n_out` logits."
     def __init__(self, body:nn.Module, # maps a batch to a feature map B x C x h x w
                  n_features:int,       # C, the number of channels of that feature map
-                 n_out:int=2):         # number of classes (softmax is applied by the loss / `predict`)
+                 n_out:int=2,          # number of classes (softmax is applied by the loss / `predict`)
+                 dropout:float=0.):    # dropout on the pooled features before the head (training only)
         super().__init__()
-        self.body, self.pool, self.head = body, nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), nn.Linear(n_features, n_out)
+        pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] + ([nn.Dropout(dropout)] if dropout else [])
+        self.body, self.pool, self.head = body, nn.Sequential(*pool), nn.Linear(n_features, n_out)
 
     def features(self, x): return self.pool(self.body(x))
     def forward(self, x): return self.head(self.features(x))
@@ -186,7 +189,7 @@ def _timm_backbone(arch, pretrained, weights_path, if_no_weights) -> tuple:
         raise RuntimeError(f"{why}. Offline, use {list(EFFNET_LITE_ARCHS)} (packaged weights), pass weights_path=..., "
                            "if_no_weights='random' to go on from random weights (marked as such), or pretrained=False.") from e
 
-def create_classifier(arch:str='tf_efficientnet_lite0', # timm model name, or 'vgg16' for the paper's VGG-GAP
+def create_classifier(arch:str='tf_efficientnet_lite0', # timm model name, 'vgg16' for the paper's VGG-GAP, or 'scratch_cnn'
                       pretrained:bool=True,  # ImageNet weights (offline for tf_efficientnet_lite0/1/2)
                       weights_path=None,     # local weights file (VGG-16 state_dict, or a timm checkpoint)
                       n_out:int=2,           # number of classes
@@ -195,6 +198,7 @@ def create_classifier(arch:str='tf_efficientnet_lite0', # timm model name, or 'v
                      ) -> GapClassifier:     # with `arch` and `weights` ('imagenet', 'random', ...) attributes
     "A `GapClassifier` with backbone `arch`."
     if if_no_weights not in NO_WEIGHTS: raise ValueError(f"if_no_weights must be one of {NO_WEIGHTS}, got {if_no_weights!r}")
+    if arch == 'scratch_cnn': return _scratch_classifier(pretrained, n_out)
     if arch.lower() in VGG_NAMES:
         features = vgg16_features()
         if pretrained: load_vgg16_features(features, vgg16_state_dict(weights_path))
@@ -205,6 +209,25 @@ def create_classifier(arch:str='tf_efficientnet_lite0', # timm model name, or 'v
     model.reset_classifier(0, '')
     clf = GapClassifier(TimmBody(model), model.num_features, n_out)
     clf.arch, clf.weights = arch, weights
+    return clf
+
+# %% ../nbs/02_classifier.ipynb #d1ee25f6
+SCRATCH_WIDTHS = (32, 64, 128, 256)   # filters of the four conv blocks of `scratch_cnn`
+
+def scratch_cnn(widths=SCRATCH_WIDTHS # filters per block
+               ) -> nn.Sequential:    # one (conv-BN-ReLU-maxpool) block per width; output B x widths[-1] x H/16 x W/16
+    "A small CNN body, trained from scratch: conv 3x3 -> BatchNorm -> ReLU -> max-pool 2x2, per block."
+    blocks, c_in = [], 3
+    for w in widths:
+        blocks.append(nn.Sequential(nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2)))
+        c_in = w
+    return nn.Sequential(*blocks)
+
+def _scratch_classifier(pretrained:bool, n_out:int, dropout:float=0.5) -> GapClassifier:
+    "`scratch_cnn` + GAP + dropout + linear, marked as random weights."
+    if pretrained: warnings.warn("arch 'scratch_cnn' has no pretrained weights: pretrained=True is ignored (trained from scratch)")
+    clf = GapClassifier(scratch_cnn(), SCRATCH_WIDTHS[-1], n_out, dropout=dropout)
+    clf.arch, clf.weights = 'scratch_cnn', 'random'
     return clf
 
 # %% ../nbs/02_classifier.ipynb #3736ac71
@@ -401,7 +424,8 @@ class FrozenBlockTraining(Callback):
             for p in g: p.requires_grad_(True)
 
 # %% ../nbs/02_classifier.ipynb #451a38d9
-STRATEGIES = ('discriminative', 'gradual', 'frozen_blocks', 'paper')   # the fine-tuning strategies of `fit_classifier`
+STRATEGIES = ('one_cycle', 'fine_tune', 'discriminative', 'gradual', 'frozen_blocks', 'paper')   # the fine-tuning strategies of `fit_classifier`
+STRATEGY_LR = dict(one_cycle=1e-3, fine_tune=1e-3, discriminative=3e-3, gradual=3e-3, frozen_blocks=1e-4, paper=1e-3)   # `fit_classifier(lr=None)`
 
 def fit_frozen_blocks(learn:Learner,          # from `melanet_learner` (a timm backbone with a `FROZEN_BLOCKS` layout)
                       epochs_per_block:int=3, # epochs for each block (the paper: 3)
@@ -420,47 +444,103 @@ def fit_frozen_blocks(learn:Learner,          # from `melanet_learner` (a timm b
               cbs=[FrozenBlockTraining(epochs_per_block, n_blocks), SaveModelCallback(monitor=monitor, fname='best'), *L(cbs)])
     return learn
 
-# %% ../nbs/02_classifier.ipynb #366fc066
+# %% ../nbs/02_classifier.ipynb #f4e4962a
+def _fit_all_layers(learn, strategy, epochs, freeze_epochs, lr, wd):
+    "'one_cycle' (optional head-only epochs, then every layer at `lr`) or fastai's `fine_tune` (top rate `lr`)."
+    if strategy == 'fine_tune': learn.fine_tune(epochs, base_lr=2 * lr, freeze_epochs=max(1, freeze_epochs), wd=wd)   # fastai halves base_lr after the frozen phase
+    else:
+        if freeze_epochs: learn.freeze(); learn.fit_one_cycle(freeze_epochs, lr, wd=wd)
+        learn.unfreeze(); learn.fit_one_cycle(epochs, lr, wd=wd)
+    return learn
+
+def _fit_discriminative(learn, epochs, freeze_epochs, lr, wd, unfrozen_lr, monitor):
+    "Head-only phase, then `slice(lr/100, lr/10)`; the best validation epoch over both phases is kept."
+    frozen = None
+    if freeze_epochs:
+        frozen = SaveModelCallback(monitor=monitor, fname='best_frozen')
+        learn.freeze(); learn.fit_one_cycle(freeze_epochs, lr, wd=wd, cbs=frozen)
+    learn.unfreeze()
+    unfrozen = SaveModelCallback(monitor=monitor, fname='best')
+    learn.fit_one_cycle(epochs, unfrozen_lr or slice(lr / 100, lr / 10), wd=wd, cbs=unfrozen)
+    if frozen is not None and unfrozen.comp(frozen.best, unfrozen.best):   # the head-only phase was better on valid
+        learn.load('best_frozen', with_opt=False)
+    return learn
+
+
+# %% ../nbs/02_classifier.ipynb #979ed66c
 def fit_classifier(learn:Learner,        # from `melanet_learner`
-                   epochs:int=4,         # epochs after the head-only phase (upper bound for 'paper'; unused by 'frozen_blocks')
-                   freeze_epochs:int=1,  # head-only epochs ('discriminative')
-                   lr:float=None,        # head learning rate (default 3e-3; 'paper': 1e-3; 'frozen_blocks': 1e-4)
+                   epochs:int=8,         # epochs with the body trainable (upper bound for 'paper'; unused by 'frozen_blocks')
+                   freeze_epochs:int=0,  # head-only epochs first ('one_cycle', 'discriminative'; 'fine_tune' takes at least 1)
+                   lr:float=None,        # peak learning rate (the head's for 'discriminative', 'gradual', 'frozen_blocks'); None: `STRATEGY_LR`
+                   wd:float=1e-2,        # decoupled weight decay (fastai's Adam = AdamW); 'paper' and 'frozen_blocks' use none
                    unfrozen_lr=None,     # 'discriminative': learning rates after unfreezing (default slice(lr/100, lr/10))
-                   strategy:str=None,    # one of `STRATEGIES` (default: from the learner's recipe)
+                   strategy:str=None,    # one of `STRATEGIES` (default 'one_cycle'; 'paper' for a learner with recipe='paper')
                    epochs_per_block:int=1, # 'gradual' and 'frozen_blocks'
                    monitor:str=None,     # metric that selects the kept weights (default: `SELECT_METRIC`, or valid_loss for 'paper')
                    patience:int=5,       # 'paper': epochs without improvement before stopping
                    lr_patience:int=2,    # 'paper': epochs without improvement before lr × 0.1
                    block_lr:float=1e-5   # 'frozen_blocks': learning rate of the blocks below the head
-                  ) -> Learner:          # `learn`, holding the weights of its best validation epoch
-    "Train `learn` with one of the fine-tuning strategies; the best weights on the validation split are kept."
-    strategy = strategy or ('paper' if getattr(learn, 'recipe', 'fastai') == 'paper' else 'discriminative')
+                  ) -> Learner:          # `learn`: final weights ('one_cycle', 'fine_tune'), else its best validation epoch's
+    "Train `learn` with one of the fine-tuning strategies; selection, when a strategy selects, is on the validation split."
+    strategy = strategy or ('paper' if getattr(learn, 'recipe', 'fastai') == 'paper' else 'one_cycle')
     if strategy not in STRATEGIES: raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    lr = lr or STRATEGY_LR[strategy]
+    if strategy in ('one_cycle', 'fine_tune'): return _fit_all_layers(learn, strategy, epochs, freeze_epochs, lr, wd)
     if strategy == 'paper':
         monitor = monitor or 'valid_loss'
         learn.unfreeze()
-        learn.fit(epochs, lr or 1e-3,
+        learn.fit(epochs, lr,
                   cbs=[ReduceLROnPlateau(monitor=monitor, factor=10., patience=lr_patience),
                        EarlyStoppingCallback(monitor=monitor, patience=patience),
                        SaveModelCallback(monitor=monitor, fname='best_paper')])
         return learn
-    if strategy == 'frozen_blocks': return fit_frozen_blocks(learn, epochs_per_block, lr or 1e-4, block_lr, monitor or SELECT_METRIC)
-    monitor, lr = monitor or SELECT_METRIC, lr or 3e-3
-    if strategy == 'discriminative':
-        frozen = None
-        if freeze_epochs:
-            frozen = SaveModelCallback(monitor=monitor, fname='best_frozen')
-            learn.freeze(); learn.fit_one_cycle(freeze_epochs, lr, cbs=frozen)
-        learn.unfreeze()
-        unfrozen = SaveModelCallback(monitor=monitor, fname='best')
-        learn.fit_one_cycle(epochs, unfrozen_lr or slice(lr / 100, lr / 10), cbs=unfrozen)
-        if frozen is not None and unfrozen.comp(frozen.best, unfrozen.best):   # the head-only phase was better on valid
-            learn.load('best_frozen', with_opt=False)
-    else:
-        n = len(learn.splitter(learn.model))
-        lrs = [lr / 10] * (n - 1) + [lr]
-        learn.fit_one_cycle(epochs, np.array(lrs), cbs=[GradualUnfreeze(epochs_per_block), SaveModelCallback(monitor=monitor, fname='best')])
+    if strategy == 'frozen_blocks': return fit_frozen_blocks(learn, epochs_per_block, lr, block_lr, monitor or SELECT_METRIC)
+    monitor = monitor or SELECT_METRIC
+    if strategy == 'discriminative': return _fit_discriminative(learn, epochs, freeze_epochs, lr, wd, unfrozen_lr, monitor)
+    n = len(learn.splitter(learn.model))
+    learn.fit_one_cycle(epochs, np.array([lr / 10] * (n - 1) + [lr]), wd=wd,
+                        cbs=[GradualUnfreeze(epochs_per_block), SaveModelCallback(monitor=monitor, fname='best')])
     return learn
+
+# %% ../nbs/02_classifier.ipynb #cac0cf07
+class HistoryCSV(Callback):
+    "Every epoch of every `fit` in one CSV (CSVLogger's columns), with a leading `phase` column when there are several fits."
+    order = 60   # after the Recorder (50), like CSVLogger
+    def __init__(self, fname='history.csv'): self.fname, self.rows, self.phase = Path(fname), [], -1
+    def before_fit(self): self.fitting = False
+    def before_train(self):
+        if not self.fitting: self.fitting, self.phase = True, self.phase + 1   # a real fit (get_preds never trains)
+    def after_epoch(self):
+        if not self.fitting: return
+        self.rows.append(dict(phase=self.phase, **dict(zip(self.recorder.metric_names, self.recorder.log))))
+        tbl = pd.DataFrame(self.rows)
+        write_csv_atomic(tbl if self.phase else tbl.drop(columns='phase'), self.fname)
+
+# %% ../nbs/02_classifier.ipynb #686fa563
+TTA_VIEWS = {'none': 1, 'hflip': 2, 'flips': 4, 'dihedral': 8}   # test-time augmentation -> number of dihedral views averaged
+
+def dihedral_views(x:torch.Tensor, # batch B x C x H x W of square images
+                   n:int=8         # views: 1, 2, 4 or 8
+                  ) -> list:       # identity, h-flip, v-flip, both; then those four transposed
+    "The first `n` of the 8 dihedral views of a batch (flips and 90° turns)."
+    flips = [x, x.flip(3), x.flip(2), x.flip(2).flip(3)]
+    return (flips + [v.transpose(2, 3) for v in flips])[:n]
+
+class TTA(Callback):
+    "At prediction time, average the class probabilities of `n` dihedral views of each batch."
+    def __init__(self, n:int=4): store_attr()
+    def after_pred(self):
+        if self.training or self.n == 1: return
+        act = getattr(self.learn.loss_func, 'activation', partial(F.softmax, dim=-1))
+        with torch.no_grad():
+            probs = torch.stack([act(self.pred)] + [act(self.model(v)) for v in dihedral_views(self.x, self.n)[1:]]).mean(0)
+        self.learn.pred = probs.clamp_min(1e-12).log()
+
+def tta_views(learn, tta=None) -> int:
+    "The number of views for `tta` (default: the learner's own `predict_tta`, 'none' for a learner that has none)."
+    tta = tta or getattr(learn, 'predict_tta', 'none')
+    if tta not in TTA_VIEWS: raise ValueError(f"tta must be one of {list(TTA_VIEWS)}, got {tta!r}")
+    return TTA_VIEWS[tta]
 
 # %% ../nbs/02_classifier.ipynb #88ff997e
 def export_classifier(learn:Learner, fname) -> Path:
@@ -488,7 +568,8 @@ def check_images(paths) -> list:
 def predict_proba(learn,      # a `Learner`, or the path of an exported one
                   paths,      # image files
                   bs:int=64,  # batch size
-                  check=True  # decode every file first and name the bad ones
+                  check=True, # decode every file first and name the bad ones
+                  tta=None    # test-time augmentation, a key of `TTA_VIEWS` (default: the learner's own, see `train_classifier`)
                  ) -> np.ndarray: # (N, K) float64 class probabilities, columns in `learn.dls.vocab` order
     "Class probabilities for image files."
     if not isinstance(learn, Learner): learn = load_classifier(learn)
@@ -496,17 +577,18 @@ def predict_proba(learn,      # a `Learner`, or the path of an exported one
     if not paths: return np.zeros((0, len(learn.dls.vocab)))
     if check: check_images(paths)
     dl = learn.dls.test_dl(pd.DataFrame({'path': paths}), bs=bs)
-    with learn.no_bar(): probs, _ = learn.get_preds(dl=dl)
+    with learn.no_bar(): probs, _ = learn.get_preds(dl=dl, cbs=[TTA(tta_views(learn, tta))])
     return probs.double().numpy()
 
 def predict(learn,      # a `Learner`, or the path of an exported one
             paths,      # image files
             bs:int=64,  # batch size
-            check=True  # decode every file first and name the bad ones
+            check=True, # decode every file first and name the bad ones
+            tta=None    # see `predict_proba`
            ) -> np.ndarray: # p(malignant) per path, in order
     "Malignant probabilities for image files, from a binary or a diagnosis model."
     if not isinstance(learn, Learner): learn = load_classifier(learn)
-    return malignant_probability(predict_proba(learn, paths, bs, check), learn.dls.vocab)
+    return malignant_probability(predict_proba(learn, paths, bs, check, tta), learn.dls.vocab)
 
 # %% ../nbs/02_classifier.ipynb #3d60dfc9
 def paper_augmentations(seed=None) -> 'A.Compose':
@@ -630,6 +712,21 @@ def nedelcu_augmentations(seed=None,          # augmentation seed
         A.ColorJitter(brightness=(0.2, 0.8), contrast=0, saturation=0, hue=0, p=p_brightness),
     ], seed=seed)
 
+# %% ../nbs/02_classifier.ipynb #ca2ea0b1
+AUGMENTS = ('none', 'flips', 'strong')   # named on-the-fly training augmentations (`train_augmentations`)
+
+def train_augmentations(kind:str='flips', # one of `AUGMENTS`
+                        seed=None         # augmentation seed
+                       ) -> 'A.Compose':  # albumentations pipeline for `melanet_dls(albu=...)`, or None for 'none'
+    "The on-the-fly training augmentation called `kind`."
+    import albumentations as A, cv2
+    if kind not in AUGMENTS: raise ValueError(f"augment must be one of {AUGMENTS}, got {kind!r}")
+    if kind == 'none': return None
+    flips = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+    more = [A.Affine(rotate=(-180, 180), scale=(0.9, 1.1), border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.75),
+            A.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02, p=0.5)] if kind == 'strong' else []
+    return A.Compose(flips + more, seed=seed)
+
 # %% ../nbs/02_classifier.ipynb #ed5ae455
 def augmented_rows(df:pd.DataFrame, config:str, work_dir, size:int=128, seed:int=42) -> pd.DataFrame:
     "The training rows of 'augment<k>x': originals plus k copies each, written once to `work_dir` and then reused."
@@ -689,7 +786,8 @@ def predictions_table(learn,                   # a trained `Learner` (or the pat
                       df:pd.DataFrame,         # tidy table; its rows in `splits` are predicted
                       config:str,              # value of the `config` column
                       splits=('valid', 'test'),# splits to predict
-                      bs:int=64                # batch size
+                      bs:int=64,               # batch size
+                      tta=None                 # test-time augmentation (default: the learner's own; see `predict_proba`)
                      ) -> pd.DataFrame:        # `PRED_COLUMNS`, one prob_<class> per class, then path, label (and mask)
     "Predict the rows of `df` in `splits` and return them in the tidy predictions format."
     if not isinstance(learn, Learner): learn = load_classifier(learn)
@@ -700,7 +798,7 @@ def predictions_table(learn,                   # a trained `Learner` (or the pat
                                     f"that the model has no output for (its classes: {vocab})")
     out = pd.DataFrame(dict(config=config, image_id=rows.image_id, split=rows.split, true_class=true_class,
                             y=true_class.map(vocab.index).astype(int)))
-    out[prob_columns(vocab)] = predict_proba(learn, rows.path, bs=bs)
+    out[prob_columns(vocab)] = predict_proba(learn, rows.path, bs=bs, tta=tta)
     return pd.concat([out, rows[[c for c in ('path', 'label', 'mask') if c in rows]]], axis=1)
 
 # %% ../nbs/02_classifier.ipynb #bc050df1
@@ -720,34 +818,44 @@ def _defaults(f) -> dict:
     "The default of each argument of `f` that has one."
     return {k: p.default for k, p in inspect.signature(f).parameters.items() if p.default is not inspect.Parameter.empty}
 
-_FIT = _defaults(fit_classifier)   # fit_classifier owns the epoch defaults
+_FIT = _defaults(fit_classifier)   # fit_classifier owns the schedule's defaults
 
 def train_classifier(tbl:pd.DataFrame,        # 'train' rows to learn from, 'valid' rows to select on
                      path=None,               # folder for checkpoints (default: a new temporary folder)
                      target:str='label',      # what to learn: 'label' (benign/malignant) or 'diagnosis' (N classes)
-                     loss='focal',            # a name in `LOSSES` (see `make_loss`) or a loss module
+                     loss='ce',               # a name in `LOSSES` (see `make_loss`; 'focal' is the paper's eq. 6) or a loss module
                      arch:str='tf_efficientnet_lite0', # backbone ('vgg16' for VGG-GAP)
                      size:int=128,            # image side in pixels
                      bs:int=16,               # mini-batch size
                      epochs:int=_FIT['epochs'],  # see `fit_classifier` (its default)
                      freeze_epochs:int=_FIT['freeze_epochs'],  # see `fit_classifier` (its default)
-                     lr:float=3e-3,           # head learning rate (see `fit_classifier`)
+                     lr:float=STRATEGY_LR['one_cycle'], # peak learning rate of the default strategy (None: the strategy's `STRATEGY_LR`)
+                     wd:float=_FIT['wd'],     # see `fit_classifier`
                      unfrozen_lr=None,        # see `fit_classifier`
                      strategy:str=None,       # see `fit_classifier`
                      recipe:str='fastai',     # see `melanet_learner`
                      pretrained:bool=True,    # ImageNet weights
                      weights_path=None,       # see `create_classifier`
                      seed:int=42,             # seed for shuffling and initialisation
-                     albu=None                # optional on-the-fly albumentations for training
-                    ) -> Learner:             # trained, with the weights of its best validation epoch
-    "Train one classifier on the 'train' rows of `tbl`, selecting on its 'valid' rows."
-    check_split_classes(tbl, target)
+                     augment:str='flips',       # on-the-fly training augmentation, one of `AUGMENTS`
+                     tta:str='flips',           # test-time augmentation the learner predicts with, a key of `TTA_VIEWS`
+                     colour_constancy:int=None, # Shades-of-Gray norm p for every image, also at predict time (None: off)
+                     albu=None                # a custom albumentations pipeline (replaces `augment`)
+                    ) -> Learner:             # trained (see `fit_classifier` for the weights kept), `predict_tta` set
+    "Train one classifier on the 'train' rows of `tbl`, selecting (if its strategy selects) on its 'valid' rows."
+    check_split_classes(tbl, target); tta_views(None, tta)
     set_seed(seed, reproducible=True)
-    dls = melanet_dls(tbl, size=size, bs=bs, albu=albu, seed=seed, target=target)
+    dls = melanet_dls(tbl, size=size, bs=bs, albu=albu or train_augmentations(augment, seed), seed=seed, target=target,
+                      colour_constancy=colour_constancy)
     loss_func = make_loss(loss, tbl.loc[tbl.split == 'train', target], dls.vocab)
     learn = melanet_learner(dls, arch, loss_func=loss_func, recipe=recipe, pretrained=pretrained,
                             weights_path=weights_path, path=path)
-    return fit_classifier(learn, epochs, freeze_epochs, lr, unfrozen_lr, strategy)
+    history = HistoryCSV(learn.path/'history.csv')
+    learn.add_cb(history)
+    try: fit_classifier(learn, epochs, freeze_epochs, lr, wd, unfrozen_lr, strategy)
+    finally: learn.remove_cb(history)   # the exported learner carries no logger
+    learn.predict_tta = tta   # not `learn.tta`: that is fastai's own TTA method
+    return learn
 
 # %% ../nbs/02_classifier.ipynb #5978a3a0
 @delegates(train_classifier, but=['tbl', 'path'])
@@ -778,5 +886,6 @@ def run_experiments(df:pd.DataFrame,   # tidy table with 'train', 'valid' (and u
         log.append(dict(config=config, n_train=int((tbl.split == 'train').sum()), seconds=round(time.time() - t0, 1)))
     out = pd.concat(preds, ignore_index=True)
     out.attrs.update(arch=hp['arch'], size=hp['size'], log=log, work_dir=str(work_dir), vocab=list(learn.dls.vocab),
-                     target=hp['target'], loss=hp['loss'] if isinstance(hp['loss'], str) else type(hp['loss']).__name__)
+                     target=hp['target'], loss=hp['loss'] if isinstance(hp['loss'], str) else type(hp['loss']).__name__,
+                     recipe={k: hp[k] for k in ('strategy', 'epochs', 'freeze_epochs', 'lr', 'wd', 'augment', 'tta', 'colour_constancy')})
     return out

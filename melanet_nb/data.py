@@ -19,11 +19,11 @@ __all__ = ['LABELS', 'SPLITS', 'COLUMNS', 'OPTIONAL_COLUMNS', 'IMAGE_EXTS', 'DIA
            'DERMAMNIST_DIAGNOSES', 'DEMO_VERSION', 'VERIFY_SIDE', 'TABLE_EXTS', 'in_nbdev_test', 'DataError',
            'normalize_labels', 'normalize_diagnoses', 'diagnosis_to_label', 'has_diagnoses', 'class_vocab',
            'prob_columns', 'prediction_vocab', 'malignant_probability', 'load_image', 'pad_to_square', 'prepare_image',
-           'load_mask', 'prepare_mask', 'atomic_write', 'save_image_atomic', 'write_csv_atomic', 'remove_stale_tmp',
-           'atomic_dir', 'check_diagnosis_labels', 'add_diagnoses', 'attach_masks', 'has_mask', 'mask_summary',
-           'check_masks', 'read_normalized', 'write_labels', 'read_isic2016', 'read_class_folders', 'read_dermamnist',
-           'check_classes', 'read_dataset', 'draw_lesion', 'make_demo_dataset', 'project_data_dir', 'demo_data',
-           'add_valid_split', 'merge_datasets', 'exclude_seen', 'verify_images', 'dataset_fingerprint',
+           'shades_of_gray', 'load_mask', 'prepare_mask', 'atomic_write', 'save_image_atomic', 'write_csv_atomic',
+           'remove_stale_tmp', 'atomic_dir', 'check_diagnosis_labels', 'add_diagnoses', 'attach_masks', 'has_mask',
+           'mask_summary', 'check_masks', 'read_normalized', 'write_labels', 'read_isic2016', 'read_class_folders',
+           'read_dermamnist', 'check_classes', 'read_dataset', 'draw_lesion', 'make_demo_dataset', 'project_data_dir',
+           'demo_data', 'add_valid_split', 'merge_datasets', 'exclude_seen', 'verify_images', 'dataset_fingerprint',
            'find_duplicate_images', 'balanced_domains', 'ReadImage', 'ReadMask', 'AlbumentationsTransform',
            'AlbumentationsImageMask', 'melanet_dls', 'refresh_input_types']
 
@@ -167,6 +167,17 @@ def prepare_image(src,             # image path or PIL image
     _check_size(size)
     img = _to_rgb(src) if isinstance(src, Image.Image) else load_image(src)
     return pad_to_square(img, fill).resize((size, size), Image.Resampling.LANCZOS)
+
+# %% ../nbs/00_data.ipynb #056ccd42
+def shades_of_gray(img:Image.Image, # RGB image
+                   power:int=6      # Minkowski norm p (1: grey world; large: max-RGB)
+                  ) -> Image.Image: # the image under a grey light estimate
+    "Shades-of-Gray colour constancy: scale each channel so that its Minkowski p-mean is the same for R, G and B."
+    x = np.asarray(img, dtype=np.float64)
+    light = np.power(np.mean(np.power(x, power), axis=(0, 1)), 1 / power)
+    if not np.all(light > 0): return img.copy()   # a channel that is black everywhere: nothing to estimate from
+    light = light / np.sqrt((light ** 2).sum())
+    return Image.fromarray(np.clip(x / (light * np.sqrt(3)), 0, 255).round().astype(np.uint8))
 
 # %% ../nbs/00_data.ipynb #3bc7423d
 def _binarize(im: Image.Image, threshold=0) -> Image.Image:
@@ -919,10 +930,12 @@ def balanced_domains(df: pd.DataFrame, # tidy table
 
 # %% ../nbs/00_data.ipynb #72e1bbb3
 class ReadImage(Transform):
-    "Load, pad and resize an image path (or pad and resize a PIL image) to a `PILImage` of side `size`."
+    "Load, pad and resize an image path (or PIL image) to a `PILImage` of side `size`; optionally Shades of Gray."
     input_types = (str, Path, Image.Image)   # what `Learner.predict` / `test_dl` may be given: a path, or any PIL image
-    def __init__(self, size=128): store_attr()
-    def encodes(self, src:str|Path|Image.Image): return PILImage.create(prepare_image(src, self.size))
+    def __init__(self, size=128, colour_constancy=None): store_attr()
+    def encodes(self, src:str|Path|Image.Image):
+        img, power = prepare_image(src, self.size), getattr(self, 'colour_constancy', None)   # older exports lack the attribute
+        return PILImage.create(shades_of_gray(img, power) if power else img)
 
 class ReadMask(Transform):
     "Load, pad and resize a mask path or PIL image (as `prepare_mask`) to a `PILMask` of side `size` with values 0/1."
@@ -961,6 +974,7 @@ def melanet_dls(df: pd.DataFrame, # tidy table; rows of split 'train' and 'valid
                 seed=42,          # shuffling seed
                 target='label',   # column to learn: 'label' (binary) or 'diagnosis' (N classes); see `class_vocab`
                 with_mask=False,  # also load the lesion mask: batches (image, mask, class) with one input
+                colour_constancy:int=None, # Shades-of-Gray norm p applied to every image, at predict time too (None: off)
                 **kwargs          # passed to `DataBlock.dataloaders` (num_workers, device, ...)
                ):
     "fastai `DataLoaders` over the train/valid rows of `df`, normalized with ImageNet statistics."
@@ -969,7 +983,7 @@ def melanet_dls(df: pd.DataFrame, # tidy table; rows of split 'train' and 'valid
     df = df.assign(is_valid=lambda d: d.split == 'valid').reset_index(drop=True)
     if not df.is_valid.any(): raise DataError("no 'valid' rows: call add_valid_split first")
     vocab = class_vocab(df, target)
-    image = TransformBlock(type_tfms=ReadImage(size), batch_tfms=IntToFloatTensor)
+    image = TransformBlock(type_tfms=ReadImage(size, colour_constancy), batch_tfms=IntToFloatTensor)
     if with_mask: blocks, cols, aug = (image, TransformBlock(type_tfms=ReadMask(size)), CategoryBlock(vocab=vocab, sort=False)), ['path', 'mask', target], AlbumentationsImageMask
     else: blocks, cols, aug = (image, CategoryBlock(vocab=vocab, sort=False)), ['path', target], AlbumentationsTransform
     block = DataBlock(blocks=blocks, getters=[ColReader(c) for c in cols], n_inp=1, splitter=ColSplitter('is_valid'),

@@ -213,7 +213,7 @@ def trained(small_table, tmp_path_factory):
 def test_run_experiments_predictions_table(trained, small_table):
     preds, _ = trained
     assert list(preds.columns[:len(PRED_COLUMNS) + 2]) == PRED_COLUMNS + prob_columns(LABELS)
-    assert {'path', 'label'} <= set(preds.columns) and preds.attrs['vocab'] == LABELS and preds.attrs['loss'] == 'focal'
+    assert {'path', 'label'} <= set(preds.columns) and preds.attrs['vocab'] == LABELS and preds.attrs['loss'] == clf._defaults(clf.train_classifier)['loss'] == 'ce'
     assert (preds.true_class == preds.label).all() and np.allclose(preds.prob_benign + preds.prob_malignant, 1, atol=1e-5)
     n_eval = small_table.split.isin(['valid', 'test']).sum()
     assert preds.groupby('config').size().to_dict() == {'baseline': n_eval, 'augment5x': n_eval, 'melanet': n_eval, 'wgan': n_eval}
@@ -256,6 +256,49 @@ def test_predict_from_a_fresh_process(trained):
     assert r.returncode != 0
     assert 'DataError: 2 unreadable image(s)' in r.stderr and 'broken.jpg: cannot decode image' in r.stderr
     assert 'missing.png: image file not found' in r.stderr
+
+def test_each_training_keeps_its_history_and_predicts_with_its_tta(trained):
+    "train_classifier writes history.csv (one header) in its folder; the export predicts with the TTA of its training."
+    preds, work = trained
+    for config in ['baseline', 'wgan']:
+        text = (work/'runs'/config/'history.csv').read_text()
+        assert text.count('train_loss') == 1 and text.splitlines()[0].startswith('epoch,train_loss,valid_loss')
+        assert len(pd.read_csv(work/'runs'/config/'history.csv')) == 1   # epochs=1, freeze_epochs=0: one phase, one row
+    pkl = work/'runs'/'baseline.pkl'
+    learn = load_classifier(pkl)
+    assert learn.predict_tta == clf._defaults(clf.train_classifier)['tta'] == 'flips'
+    assert not any(isinstance(cb, clf.HistoryCSV) for cb in learn.cbs)   # the logger is not exported
+    rows = preds[preds.config == 'baseline'].head(6)
+    np.testing.assert_allclose(predict_proba(pkl, rows.path), rows[prob_columns(LABELS)].to_numpy(), atol=1e-4)   # valid/test got the same TTA
+    assert not np.allclose(predict_proba(pkl, rows.path, tta='none'), rows[prob_columns(LABELS)].to_numpy(), atol=1e-4)
+    assert preds.attrs['recipe']['tta'] == 'flips' and preds.attrs['recipe']['augment'] == 'flips'
+
+def test_history_has_a_phase_column_with_a_head_only_phase(small_table, tmp_path):
+    tbl = small_table[small_table.split != 'test']
+    clf.train_classifier(tbl, tmp_path/'run', size=32, bs=8, epochs=1, freeze_epochs=1, seed=0)
+    hist = pd.read_csv(tmp_path/'run'/'history.csv')
+    assert hist.columns[:2].tolist() == ['phase', 'epoch'] and hist[['phase', 'epoch']].values.tolist() == [[0, 0], [1, 0]]
+    assert (tmp_path/'run'/'history.csv').read_text().count('train_loss') == 1
+
+def test_scratch_cnn_trains_with_every_strategy_plumbing(small_table, tmp_path):
+    "The from-scratch CNN: its layer groups work with the default strategy and with 'discriminative' freezing."
+    tbl = small_table[small_table.split != 'test']
+    with pytest.warns(UserWarning, match="pretrained=True is ignored"):
+        learn = clf.train_classifier(tbl, tmp_path/'s', arch='scratch_cnn', size=32, bs=8, epochs=1, seed=0)
+    assert learn.model.weights == 'random' and len(learn.opt.param_lists) == 5
+    learn2 = clf.train_classifier(tbl, tmp_path/'d', arch='scratch_cnn', pretrained=False, size=32, bs=8, epochs=1,
+                                  freeze_epochs=1, strategy='discriminative', seed=0)
+    assert np.isfinite(learn2.recorder.values[-1][0])
+
+def test_shades_of_gray_travels_with_the_export(small_table, tmp_path):
+    "colour_constancy is part of the exported pipeline: predict applies it to new images."
+    tbl = small_table[small_table.split != 'test']
+    learn = clf.train_classifier(tbl, tmp_path/'sog', size=32, bs=8, epochs=1, colour_constancy=6, seed=0)
+    pkl = clf.export_classifier(learn, tmp_path/'sog.pkl')
+    reader = [f for f in load_classifier(pkl).dls.valid_ds.tls[0].tfms.fs if isinstance(f, data.ReadImage)][0]
+    assert reader.colour_constancy == 6
+    path = small_table.path.iloc[0]
+    assert np.array_equal(np.asarray(reader(path)), np.asarray(data.shades_of_gray(data.prepare_image(path, 32), 6)))
 
 def test_predict_rejects_bad_images_in_process(trained, tmp_path):
     _, work = trained
