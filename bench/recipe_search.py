@@ -181,16 +181,17 @@ def summarize(reference='default', reference_tta='none', n_boot=2000):
     out.round(4).to_csv(RESULTS/'comparison.csv', index=False)
     shown = out[out.tta.isin(['none', 'flips'])].copy()
     order = shown[shown.tta == 'flips'].sort_values('valid_auc').recipe.tolist()
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(order) + 1.5))
-    for i, (m, g) in enumerate(shown.groupby('tta')):
+    label = {'default': 'default (old: discriminative, focal, no aug)', 'plain': 'plain (new default)'}
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(order) + 1.8))
+    for i, (m, g) in enumerate(shown.groupby('tta', sort=False)):
         g = g.set_index('recipe').loc[order]
         y = np.arange(len(order)) + (i - 0.5) * 0.3
         ax.errorbar(g.valid_auc, y, xerr=[g.valid_auc - g.ci_low, g.ci_high - g.valid_auc], fmt='o', capsize=3,
-                    color=sns.color_palette()[i], label=f'TTA: {m}')
-    ax.set_yticks(np.arange(len(order)), order); ax.axvline(0.5, color='grey', lw=0.5)
-    ax.set_xlabel('ROC AUC on the carved ISIC-2016 validation split (154 images, 30 malignant); 95% bootstrap CI')
-    ax.set_title('Classifier recipes, one factor at a time (EfficientNet-Lite0 unless stated)')
-    ax.legend(loc='lower right'); fig.tight_layout(); fig.savefig(RESULTS/'auc.png', dpi=120)
+                    color=sns.color_palette()[i], label=f'test-time augmentation: {m}')
+    ax.set_yticks(np.arange(len(order)), [label.get(r, r) for r in order])
+    ax.set_xlabel('ROC AUC, 95% bootstrap CI\n(valid: carved ISIC-2016 split, 154 images, 30 malignant; cv: out-of-fold on 766 images)')
+    ax.set_title('Classifier recipes, one factor at a time from the plain fine-tune (Lite0, 128 px)')
+    ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout(); fig.savefig(RESULTS/'auc.png', dpi=120)
     print(out[out.tta.isin(['none', 'flips'])].round(3).to_string(index=False))
     return out
 
