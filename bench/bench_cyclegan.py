@@ -191,16 +191,17 @@ def report_versus(size, block, rounds, threads, nets, variants):
     n = lambda m: sum(p.numel() for p in m.parameters()) / 1e6
     m = next(iter(learners.values())).model if learners else None
     print(f"\nCycleGAN training step at {size} px, batch 1, one process, {rounds} interleaved rounds of {block} steps per "
-          f"variant (after one warm-up round); reference G pair {n(ref.netG_A) + n(ref.netG_B):.2f} M, D pair "
-          f"{n(ref.netD_A) + n(ref.netD_B):.2f} M parameters"
+          f"variant (after one warm-up round)"
+          + (f"; reference G pair {n(ref.netG_A) + n(ref.netG_B):.2f} M, D pair {n(ref.netD_A) + n(ref.netD_B):.2f} M "
+             "parameters" if 'reference' in variants else '')
           + (f"; project networks: {nets} (G pair {n(m.generators):.2f} M, D pair {n(m.discriminators):.2f} M)" if m else '')
           + f"; torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), OMP_WAIT_POLICY="
           f"{os.environ.get('OMP_WAIT_POLICY')}, {os.cpu_count()} cores, load average {min(loads):.2f}–{max(loads):.2f}, "
           f"{time.strftime('%Y-%m-%d %H:%M')} UTC\n")
-    print('| path | steps/s (median) | min–max | s/step (median) | CPU % (median; 100 = one core) | × reference (median of rounds) |')
+    print(f'| path | steps/s (median) | min–max | s/step (median) | CPU % (median; 100 = one core) | × {variants[0]} (median of rounds, min–max) |')
     print('|---|---:|---:|---:|---:|---:|')
     for v in variants:
-        sps, ratio = 1 / np.array(times[v]), np.array(times['reference']) / np.array(times[v]) if 'reference' in times else [np.nan]
+        sps, ratio = 1 / np.array(times[v]), np.array(times[variants[0]]) / np.array(times[v])   # per round
         print(f"| {v} | {np.median(sps):.2f} | {sps.min():.2f}–{sps.max():.2f} | {np.median(times[v]):.3f} | "
               f"{np.median(cpus[v]):.0f} | {np.median(ratio):.2f} ({np.min(ratio):.2f}–{np.max(ratio):.2f}) |")
 

@@ -531,7 +531,7 @@ def _resume(learn, ckpt_dir, resume:bool, every:int) -> int:
 def train_cyclegan(benign_df:pd.DataFrame,    # benign domain (rows of split 'train' are used), e.g. from `balanced_domains`
                    malignant_df:pd.DataFrame, # malignant domain (rows of split 'train' are used)
                    size:int=64,               # image side in pixels (paper: 256)
-                   epochs:int=30,             # total epochs, counting those done before a resume
+                   epochs:int=25,             # total epochs, counting those done before a resume (paper: 500; 25 keeps `melanet run` in its CPU budget)
                    bs:int=1,                  # batch size (paper: 1)
                    ckpt_dir=None,             # folder for checkpoints (None: no checkpoints)
                    ckpt_every:int=5,          # save every this many epochs (and after the last)
@@ -545,7 +545,7 @@ def train_cyclegan(benign_df:pd.DataFrame,    # benign domain (rows of split 'tr
                    pool_size:int=50,          # image pool size
                    show_every:int=None,       # show sample translations every this many epochs (None: never)
                    cbs=None,                  # extra callbacks
-                   **kwargs                   # `CycleGAN` arguments: width, depth, dropout, disc_width, disc_layers
+                   **kwargs                   # `CycleGAN` arguments: width, depth, dropout, disc_width, disc_layers, parallel
                   ) -> Learner:               # fitted Learner; `learn.model` holds both generators
     "Train a benign <-> malignant CycleGAN with checkpoints and exact resume."
     benign_df, malignant_df = _train_rows(benign_df, 'benign', 'benign'), _train_rows(malignant_df, 'malignant', 'malignant')
