@@ -70,7 +70,7 @@ def run_options(command='run') -> list: # one dict per option: name, kind, defau
 # %% ../nbs/08_cli.ipynb #1d175a7b
 def _option_type(o:dict):
     "An argparse type that converts one option's text and checks it against its rules."
-    convert = {'int': int, 'float': float}.get(o['kind'], str)
+    convert = {'int': int, 'int | None': int, 'float': float}.get(o['kind'], str)
     def parse(text):
         try: value = convert(text)
         except ValueError: raise argparse.ArgumentTypeError(f"must be {KINDS[o['kind']]}, got {text!r}") from None

@@ -12,19 +12,19 @@ __all__ = ['RULES', 'KINDS', 'check_option']
 # %% ../nbs/04_options.ipynb #073baf88
 RULES = dict(   # the allowed range of each numeric option
     size='>= 32', n_demo='>= 12', valid_pct='> 0, < 1', gan_epochs='>= 1', gan_width='>= 1', gan_identity='>= 0',
-    gan_ckpt_every='>= 1', synth_n='>= 1', epochs='>= 1', freeze_epochs='>= 0', bs='>= 2', lr='> 0',
+    gan_ckpt_every='>= 1', wgan_size='>= 16, <= 512', wgan_epochs='>= 1', synth_n='>= 1', epochs='>= 1', freeze_epochs='>= 0', bs='>= 2', lr='> 0', wd='>= 0', colour_constancy='>= 1',
     target_sensitivity='> 0, <= 1', n_boot='>= 100', seed='>= 0',
     threshold='> 0, < 1')            # `melanet predict --threshold`
 _OPS = {'>=': operator.ge, '>': operator.gt, '<=': operator.le, '<': operator.lt}
 KINDS = {'bool': 'true or false', 'int': 'a whole number', 'float': 'a number', 'str': 'a string',   # each type in words
-         'str | None': 'a string (or nothing)', 'str | int': 'a name or a whole number', 'list': 'a list of names'}
+         'str | None': 'a string (or nothing)', 'int | None': 'a whole number (or nothing)', 'str | int': 'a name or a whole number', 'list': 'a list of names'}
 
 # %% ../nbs/04_options.ipynb #ac883abd
 def _kind_ok(value, kind) -> bool:
     if kind == 'bool': return isinstance(value, bool)
     if isinstance(value, bool): return False      # True is an int to Python, never a number here
     if kind == 'list': return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-    return isinstance(value, {'int': int, 'float': (int, float), 'str': str, 'str | None': (str, type(None)),
+    return isinstance(value, {'int': int, 'float': (int, float), 'str': str, 'str | None': (str, type(None)), 'int | None': (int, type(None)),
                               'str | int': (str, int)}[kind])
 
 def _in_range(name, value) -> bool:

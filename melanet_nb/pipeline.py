@@ -13,17 +13,20 @@ from fastcore.basics import patch
 from fastcore.docments import docments
 from .options import *
 from .data import *
-from .cyclegan import train_cyclegan, synthesize, list_checkpoints, export_generator, translate_images
-from .classifier import run_experiments, load_classifier, predict_proba, LOSSES
-from .evaluation import write_evaluation, lesion_attention, frozen_features, synthesis_quality, learner_gradcam
+from .cyclegan import train_cyclegan, synthesize, list_checkpoints, export_generator, translate_images, _synthesis_count
+from .wgan import train_wgan, export_wgan_generator, synthesize_wgan
+from .classifier import run_experiments, load_classifier, predict_proba, LOSSES, STRATEGIES, AUGMENTS, TTA_VIEWS
+from .evaluation import write_evaluation, lesion_attention, frozen_features, synthesis_quality, learner_gradcam, \
+    synthetic_set_checks, threshold_for_sensitivity
 
 # %% auto #0
 __all__ = ['DEFAULT_CONFIGS', 'CHOICES', 'STEPS', 'default_of', 'RunConfig', 'option_problems', 'check_run_config',
            'read_config_file', 'config_from_options', 'run_option_spec', 'fingerprint', 'say', 'Stage',
            'write_json_atomic', 'choose_device', 'sources_fingerprint', 'load_run_table', 'run_data', 'read_run_table',
-           'run_gan', 'run_synthesize', 'run_train', 'model_path', 'run_lesion_attention', 'run_synthesis_quality',
-           'model_card_path', 'write_model_cards', 'run_evaluate', 'peak_memory_gb', 'make_report', 'run_stages',
-           'run_pipeline', 'load_model', 'stored_threshold', 'write_gradcam_overlays', 'predict_images']
+           'run_gan', 'run_synthesize', 'run_wgan', 'run_wgan_synthesize', 'synthetic_stages', 'run_train',
+           'model_path', 'run_lesion_attention', 'run_synthesis_quality', 'run_synthetic_checks', 'model_card_path',
+           'write_model_cards', 'run_evaluate', 'peak_memory_gb', 'make_report', 'run_stages', 'run_pipeline',
+           'load_model', 'stored_threshold', 'write_gradcam_overlays', 'predict_images']
 
 # %% ../nbs/04_pipeline.ipynb #2cda673c
 def default_of(fn,       # a library function
@@ -37,7 +40,7 @@ def default_of(fn,       # a library function
 # %% ../nbs/04_pipeline.ipynb #fd9a342f
 DEFAULT_CONFIGS = ('baseline', 'melanet')   # the paper's headline comparison; augment5x/10x and wgan on request
 
-CHOICES = dict(target=TARGETS, loss=LOSSES, configs=CONFIGS, device=('auto', 'cpu', 'cuda'),   # options with named values
+CHOICES = dict(target=TARGETS, loss=LOSSES, configs=CONFIGS, strategy=STRATEGIES, augment=AUGMENTS, tta=tuple(TTA_VIEWS), device=('auto', 'cpu', 'cuda'),   # options with named values
                synth_n=('balance', 'all'))
 
 @dataclass
@@ -54,14 +57,21 @@ class RunConfig:
     gan_width: int = default_of(train_cyclegan, 'width')         # CycleGAN generator width (filters in the first layer)
     gan_identity: float = default_of(train_cyclegan, 'identity_weight')  # CycleGAN identity L1 weight (0: the paper's objective; 5 steadies small-data runs)
     gan_ckpt_every: int = default_of(train_cyclegan, 'ckpt_every')  # CycleGAN checkpoint interval (epochs)
-    synth_n: str | int = default_of(synthesize, 'n')       # synthetic malignant images: 'balance', 'all' or a number
+    wgan_size: int = default_of(train_wgan, 'size')        # WGAN-GP image side (64 or 128); its images are resized to `size` for the classifier
+    wgan_epochs: int = default_of(train_wgan, 'epochs')    # WGAN-GP epochs (config 'wgan' only)
+    synth_n: str | int = default_of(synthesize, 'n')       # synthetic malignant images of each generator: 'balance', 'all' or a number
     target: str = default_of(run_experiments, 'target')    # what the classifier learns: 'label' (melanoma vs rest) or 'diagnosis' (N classes)
     loss: str = default_of(run_experiments, 'loss')        # classifier loss: focal (eq. 6), focal_keras, weighted_ce (thesis weights) or ce
     backbone: str = default_of(run_experiments, 'arch')    # classifier backbone: a timm name, or 'vgg16' for the paper's VGG-GAP
-    epochs: int = default_of(run_experiments, 'epochs')    # classifier epochs after the frozen ones
+    epochs: int = default_of(run_experiments, 'epochs')    # classifier epochs with the body trainable
     freeze_epochs: int = default_of(run_experiments, 'freeze_epochs')  # classifier epochs with a frozen backbone
     bs: int = default_of(run_experiments, 'bs')            # classifier batch size
-    lr: float = default_of(run_experiments, 'lr')          # classifier learning rate (head; the body gets a discriminative slice)
+    lr: float = default_of(run_experiments, 'lr')          # classifier peak learning rate (one-cycle; the head's for 'discriminative')
+    wd: float = default_of(run_experiments, 'wd')          # classifier decoupled weight decay (AdamW)
+    strategy: str | None = default_of(run_experiments, 'strategy')  # fine-tuning strategy (None: 'one_cycle', all layers)
+    augment: str = default_of(run_experiments, 'augment')  # on-the-fly training augmentation
+    tta: str = default_of(run_experiments, 'tta')          # test-time augmentation of every prediction (valid, test, `melanet predict`)
+    colour_constancy: int | None = default_of(run_experiments, 'colour_constancy')  # Shades-of-Gray norm p (None: off)
     configs: list = field(default_factory=lambda: list(DEFAULT_CONFIGS))  # which classifier configurations to train (see `CONFIGS`)
     target_sensitivity: float = default_of(write_evaluation, 'target_sensitivity')  # the validation-chosen threshold must reach this sensitivity on 'valid'
     n_boot: int = default_of(write_evaluation, 'n_boot')   # bootstrap resamples for CIs
@@ -75,7 +85,7 @@ class RunConfig:
         "This config with the smoke shrinking applied."
         if not self.smoke: return self
         return RunConfig(**{**asdict(self), **dict(size=min(self.size, 32), n_demo=min(self.n_demo, 120), gan_epochs=1,
-                            gan_width=8, gan_ckpt_every=1, epochs=1, freeze_epochs=0, n_boot=200,
+                            gan_width=8, gan_ckpt_every=1, wgan_size=min(self.wgan_size, 32), wgan_epochs=1, epochs=1, freeze_epochs=0, n_boot=200,
                             configs=[c for c in self.configs if c != 'augment10x'] or ['baseline'])})
 
 # %% ../nbs/04_pipeline.ipynb #fed7c463
@@ -174,7 +184,8 @@ def run(self:Stage, work,        # () -> dict of what to record (`Path` values b
     if reuse_only: raise DataError(f"{self.dir}: the '{self.name}' stage has not run with these options and data "
                                    "(run `melanet train` with the same options first)")
     say(f"== {self.name}: running"); t0 = time.time()
-    self.finish(time.time() - t0, **(work() or {}))
+    info = work() or {}             # (before the clock is read)
+    self.finish(time.time() - t0, **info)
     say(f"== {self.name}: done in {self.info['seconds']:.0f} s")
     return self
 
@@ -260,15 +271,45 @@ def run_synthesize(cfg: RunConfig, run_dir, data: Stage, gan: Stage, reuse_only=
         return dict(n_synthetic=len(rows))
     return st.run(work, reuse_only)
 
-# %% ../nbs/04_pipeline.ipynb #8a68bcd8
-def run_train(cfg: RunConfig, run_dir, data: Stage, synth: Stage | None, reuse_only=False) -> Stage:
-    "Stage 4: train the configurations and write their predictions."
-    st = Stage(run_dir, 'classifier', data.key, synth.key if synth else None, cfg.backbone, cfg.size, cfg.epochs,
-               cfg.freeze_epochs, cfg.bs, cfg.lr, cfg.configs, cfg.seed, cfg.target, cfg.loss)
+# %% ../nbs/04_pipeline.ipynb #803de984
+def run_wgan(cfg: RunConfig, run_dir, data: Stage, reuse_only=False) -> Stage:
+    "Stage 2 (config 'wgan'): train the class-conditional WGAN-GP on the training split."
+    st = Stage(run_dir, 'wgan', data.key, cfg.wgan_size, cfg.wgan_epochs, cfg.target, cfg.seed)
     def work():
-        preds = run_experiments(read_run_table(data), synthetic=synth.dir/'set' if synth else None, configs=cfg.configs,
+        learn = train_wgan(read_run_table(data), ckpt_dir=st.dir/f'checkpoints_{st.key}', size=cfg.wgan_size,
+                           epochs=cfg.wgan_epochs, target=cfg.target, seed=cfg.seed)
+        return dict(generator=export_wgan_generator(learn, st.dir/'wgan_generator.pth'), n_train=int(len(learn.dls.train_ds)))
+    return st.run(work, reuse_only)
+
+def _n_synthetic(cfg: RunConfig, train: pd.DataFrame) -> int:
+    "How many images `cfg.synth_n` asks each generator for, counted as CycleGAN counts them."
+    n = int(cfg.synth_n) if str(cfg.synth_n).isdigit() else cfg.synth_n
+    malignant = (train.label == 'malignant').sum()
+    return _synthesis_count(n, int(len(train) - malignant), int(malignant))
+
+def run_wgan_synthesize(cfg: RunConfig, run_dir, data: Stage, wgan: Stage, reuse_only=False) -> Stage:
+    "Stage 3 (config 'wgan'): draw as many malignant images as CycleGAN translates."
+    st = Stage(run_dir, 'wgan_synthetic', data.key, wgan.key, cfg.synth_n, cfg.seed)
+    def work():
+        n = _n_synthetic(cfg, read_run_table(data).query("split == 'train'"))
+        return dict(n_synthetic=len(synthesize_wgan(wgan.path('generator'), st.dir/'set', n=n, seed=cfg.seed)))
+    return st.run(work, reuse_only)
+
+# %% ../nbs/04_pipeline.ipynb #8a68bcd8
+def synthetic_stages(stages: dict) -> dict:
+    "The synthetic-set stage of each configuration that trains on one: {'melanet': ..., 'wgan': ...}."
+    return {c: stages[s] for c, s in (('melanet', 'synthetic'), ('wgan', 'wgan_synthetic')) if stages.get(s)}
+
+def run_train(cfg: RunConfig, run_dir, data: Stage, synth: dict, reuse_only=False) -> Stage:
+    "Stage 4: train the configurations (`synth`: config -> its synthetic-set stage) and write their predictions."
+    st = Stage(run_dir, 'classifier', data.key, {c: s.key for c, s in synth.items()} or None, cfg.backbone, cfg.size, cfg.epochs,
+               cfg.freeze_epochs, cfg.bs, cfg.lr, cfg.configs, cfg.seed, cfg.target, cfg.loss, cfg.wd, cfg.strategy,
+               cfg.augment, cfg.tta, cfg.colour_constancy)
+    def work():
+        preds = run_experiments(read_run_table(data), synthetic={c: s.dir/'set' for c, s in synth.items()} or None, configs=cfg.configs,
                                 work_dir=st.dir/'work', arch=cfg.backbone, size=cfg.size, bs=cfg.bs, epochs=cfg.epochs,
-                                freeze_epochs=cfg.freeze_epochs, lr=cfg.lr, seed=cfg.seed, target=cfg.target, loss=cfg.loss)
+                                freeze_epochs=cfg.freeze_epochs, lr=cfg.lr, seed=cfg.seed, target=cfg.target, loss=cfg.loss,
+                                wd=cfg.wd, strategy=cfg.strategy, augment=cfg.augment, tta=cfg.tta, colour_constancy=cfg.colour_constancy)
         write_csv_atomic(preds, st.dir/'predictions.csv')
         return dict(per_config=preds.attrs.get('log'), models=st.dir/'work')
     return st.run(work, reuse_only)
@@ -306,6 +347,35 @@ def run_synthesis_quality(cfg: RunConfig, run_dir, data: Stage, synth: Stage) ->
         return dict(n_synthetic=len(synthetic))
     return st.run(work)
 
+def _baseline_verdicts(cfg: RunConfig, train: Stage, table: pd.DataFrame) -> dict:
+    "The baseline's p(malignant) of the held-out melanomas and its validation-chosen threshold (empty without a binary baseline)."
+    if 'baseline' not in cfg.configs or cfg.target != 'label': return {}
+    preds = pd.read_csv(train.dir/'predictions.csv', dtype={'image_id': str}).query("config == 'baseline' and split == 'valid'")
+    p_valid = malignant_probability(preds[prob_columns(prediction_vocab(preds))].values, prediction_vocab(preds))
+    held = preds.true_class.values == 'malignant'
+    return dict(threshold=threshold_for_sensitivity(held.astype(int), p_valid, cfg.target_sensitivity), heldout_prob=p_valid[held])
+
+def run_synthetic_checks(cfg: RunConfig, run_dir, data: Stage, train: Stage, synth: dict) -> Stage | None:
+    "Stage 5: each synthetic set against held-out real melanomas: KID with its yardstick, probe, baseline's verdict, diversity."
+    if not synth: return None
+    st = Stage(run_dir, 'synthetic_checks', train.key, {c: s.key for c, s in synth.items()})
+    def work():
+        table = read_run_table(data)
+        real = lambda split, label: list(table.query(f"split == '{split}' and label == '{label}'").path)
+        verdicts = _baseline_verdicts(cfg, train, table)
+        baseline = load_classifier(model_path(train, 'baseline')) if verdicts else None
+        checks = []
+        for config, s in synth.items():
+            files = list(read_normalized(s.dir/'set', source='synthetic').path)
+            probs = dict(synthetic_prob=malignant_probability(predict_proba(baseline, files), baseline.dls.vocab),
+                         **verdicts) if verdicts else {}
+            checks.append(synthetic_set_checks(files, real('valid', 'malignant'), real_benign=real('train', 'benign'),
+                                               real_malignant=real('train', 'malignant'), generator=config, size=cfg.size,
+                                               seed=cfg.seed, **probs))
+        write_csv_atomic(pd.concat(checks, ignore_index=True), st.dir/'checks.csv')
+        return dict(generators=list(synth))
+    return st.run(work)
+
 # %% ../nbs/04_pipeline.ipynb #081f92be
 def _read_csv_or_empty(f) -> pd.DataFrame:
     try: return pd.read_csv(f)
@@ -328,7 +398,7 @@ def write_model_cards(cfg: RunConfig, run_dir, train: Stage, metrics: pd.DataFra
     return cards
 
 def run_evaluate(cfg: RunConfig, run_dir, train: Stage, timings: dict, attention: Stage | None = None,
-                 quality: Stage | None = None) -> dict:
+                 quality: Stage | None = None, checks: Stage | None = None) -> dict:
     "Stage 6: every metric file of `write_evaluation`, the analyses of step 5, metrics.json and report.md in `run_dir`."
     run_dir = Path(run_dir)
     say("== evaluation: running")
@@ -343,8 +413,12 @@ def run_evaluate(cfg: RunConfig, run_dir, train: Stage, timings: dict, attention
     if quality: result['synthesis_quality'] = json.loads((quality.dir/'quality.json').read_text())
     result['run'] = dict(config=asdict(cfg), seconds_per_stage=timings, model=str(model),
                          data=json.loads((run_dir/'data'/'stage.json').read_text()))
-    write_json_atomic(result, run_dir/'metrics.json')
     tables = {Path(f).stem: _read_csv_or_empty(f) for f in files.values() if str(f).endswith('.csv')}
+    if checks:
+        tables['synthetic_checks'] = pd.read_csv(checks.dir/'checks.csv')
+        write_csv_atomic(tables['synthetic_checks'], run_dir/'synthetic_checks.csv')
+        result['synthetic_checks'] = json.loads(tables['synthetic_checks'].to_json(orient='records'))
+    write_json_atomic(result, run_dir/'metrics.json')
     write_model_cards(cfg, run_dir, train, tables['results'])
     atomic_write(run_dir/'report.md', lambda t: Path(t).write_text(make_report(cfg, tables, result, timings, model)))
     say(f"== report: {run_dir/'report.md'}")
@@ -364,7 +438,9 @@ def _report_header(cfg: RunConfig, timings: dict, model, data_info:dict) -> list
             f"- data: `{cfg.data or 'embedded demo data'}`" + (f", test: `{cfg.test_data}`" if cfg.test_data else '')
             + (f", extra training data: `{cfg.extra_train}`" if cfg.extra_train else ''),
             f"- target `{cfg.target}`, loss `{cfg.loss}`, backbone `{cfg.backbone}`, {cfg.size} px, "
-            f"{cfg.freeze_epochs}+{cfg.epochs} epochs, seed {cfg.seed}"
+            f"strategy `{cfg.strategy or 'one_cycle'}`, {cfg.freeze_epochs}+{cfg.epochs} epochs, lr {cfg.lr:g}, wd {cfg.wd:g}, "
+            f"augmentation `{cfg.augment}`, TTA `{cfg.tta}`"
+            + (f", Shades of Gray p={cfg.colour_constancy}" if cfg.colour_constancy else '') + f", seed {cfg.seed}"
             + (' — **smoke run: tiny settings, numbers mean nothing**' if cfg.smoke else ''),
             f"- stage times (s): " + ', '.join(f'{k} {v:.0f}' for k, v in timings.items())
             + f" (total {sum(timings.values()):.0f}); peak memory of this process: {peak_memory_gb():.1f} GB",
@@ -460,6 +536,17 @@ def _quality_section(q: dict | None) -> list:
     lines[-1] += '.'
     return lines
 
+def _checks_section(checks: pd.DataFrame) -> list:
+    if not len(checks): return []
+    lines = ["", "## Synthetic sets against held-out real melanomas (validation split)", "",
+             "Each check can fail. KID is measured in frozen ImageNet features; its reference is the KID between two halves "
+             "of the held-out real melanomas.", "", "| generator | check | value | reference | target | passed | n | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, r in checks.iterrows():
+        ref = '' if pd.isna(r.reference) else f'{r.reference:.4g}'
+        lines.append(f"| {r.generator} | {r.check} | {r.value:.4g} | {ref} | {r.target} | {'yes' if r.passed else '**no**'} | {r.n} | {r.note} |")
+    return lines
+
 # %% ../nbs/04_pipeline.ipynb #667c3305
 def make_report(cfg: RunConfig, tables: dict, result: dict, timings: dict, model) -> str:
     "Markdown summary of a run: what ran, the headline numbers with intervals, the paired tests, calibration and the analyses."
@@ -471,6 +558,7 @@ def make_report(cfg: RunConfig, tables: dict, result: dict, timings: dict, model
     lines += _calibration_section(tables.get('calibration', pd.DataFrame()))
     lines += _attention_section(tables.get('lesion_attention_summary', pd.DataFrame()))
     lines += _quality_section(result.get('synthesis_quality'))
+    lines += _checks_section(tables.get('synthetic_checks', pd.DataFrame()))
     lines += ["", ("Note: the MelaNet paper's 'sensitivity' column was computed as TN/(TN+FN), i.e. the NPV; "
                    "see `paper_comparison.csv` for the paper's Table 1 beside these numbers." if binary else
                    "Note: `paper_comparison.csv` sets the thesis' Table IX beside these numbers.")]
@@ -495,10 +583,13 @@ def run_stages(cfg: RunConfig,      # the run's options
     stop = STEPS.index(until)
     df, data = run_data(cfg, run_dir)
     stages = dict(data=data)
-    gan_needed = 'melanet' in cfg.configs or until in ('train-gan', 'synthesize')
+    wgan_needed = 'wgan' in cfg.configs
+    gan_needed = 'melanet' in cfg.configs or (until in ('train-gan', 'synthesize') and not wgan_needed)
     if stop >= 1 and gan_needed: stages['cyclegan'] = run_gan(cfg, run_dir, data, reuse_trained)
+    if stop >= 1 and wgan_needed: stages['wgan'] = run_wgan(cfg, run_dir, data, reuse_trained)
     if stop >= 2 and gan_needed: stages['synthetic'] = run_synthesize(cfg, run_dir, data, stages['cyclegan'], reuse_trained)
-    if stop >= 3: stages['classifier'] = run_train(cfg, run_dir, data, stages.get('synthetic'), reuse_trained)
+    if stop >= 2 and wgan_needed: stages['wgan_synthetic'] = run_wgan_synthesize(cfg, run_dir, data, stages['wgan'], reuse_trained)
+    if stop >= 3: stages['classifier'] = run_train(cfg, run_dir, data, synthetic_stages(stages), reuse_trained)
     return stages
 
 def run_pipeline(cfg: RunConfig,     # the run's options
@@ -511,9 +602,11 @@ def run_pipeline(cfg: RunConfig,     # the run's options
     data, train, synth = stages['data'], stages['classifier'], stages.get('synthetic')
     stages['lesion_attention'] = run_lesion_attention(cfg, cfg.out, data, train)
     if synth: stages['synthesis_quality'] = run_synthesis_quality(cfg, cfg.out, data, synth)
+    stages['synthetic_checks'] = run_synthetic_checks(cfg, cfg.out, data, train, synthetic_stages(stages))
     # each stage's own run time, as recorded when it last ran (a reused stage keeps its time)
     timings = {s.name: s.info['seconds'] for s in stages.values() if s is not None}
-    result = run_evaluate(cfg, cfg.out, train, timings, stages['lesion_attention'], stages.get('synthesis_quality'))
+    result = run_evaluate(cfg, cfg.out, train, timings, stages['lesion_attention'], stages.get('synthesis_quality'),
+                          stages['synthetic_checks'])
     say(f"== melanet: done in {time.time() - t0:.0f} s")
     return result
 

@@ -32,7 +32,8 @@ def test_help_lists_subcommands_and_options():
     for cmd in ['run', 'data', 'train-gan', 'synthesize', 'train', 'evaluate', 'predict', 'translate']: assert cmd in r.stdout
     r = run('run', '--help')
     for opt in ['--data', '--out', '--size', '--backbone', '--epochs', '--seed', '--device', '--config', '--target', '--loss']: assert opt in r.stdout
-    assert 'classifier epochs after the frozen ones (default: 4)' in ' '.join(r.stdout.split())
+    assert 'classifier epochs with the body trainable (default: 8)' in ' '.join(r.stdout.split())
+    assert '--tta {none,hflip,flips,dihedral}' in r.stdout and '--configs' in r.stdout and 'wgan' in r.stdout
     assert 'pickle' in run('predict', '--help').stdout
 
 @pytest.mark.parametrize('args, msg', [
@@ -156,3 +157,22 @@ def test_predict_with_a_diagnosis_model(tmp_path):
     assert (probs.sum(1) - 1).abs().max() < 1e-5 and (scored.prob_malignant == scored.prob_melanoma).all()
     assert set(scored.predicted_class) <= {'nevus', 'melanoma', 'seborrheic_keratosis'}
     assert 'predicted_class' in r.stdout
+
+def test_run_with_wgan_config_checks_both_synthetic_sets(tmp_path):
+    "Config 'wgan' trains the WGAN-GP beside CycleGAN; both synthetic sets are checked against held-out melanomas and reported."
+    import pandas as pd
+    out = tmp_path/'w'
+    r = call('run', '--smoke', '--configs', 'baseline', 'melanet', 'wgan', '--out', out)
+    assert r.returncode == 0, r.stderr
+    for stage in ('wgan', 'wgan_synthetic', 'synthetic_checks'): assert (out/stage/'stage.json').is_file()
+    checks = pd.read_csv(out/'synthetic_checks.csv')
+    assert set(checks.generator) == {'melanet', 'wgan'}
+    assert {'kid_vs_heldout_malignant', 'diversity_ratio', 'probe_called_malignant'} <= set(checks.check) and checks.passed.dtype == bool
+    assert set(pd.read_csv(out/'results.csv').config) == {'baseline', 'melanet', 'wgan'}
+    report = (out/'report.md').read_text()
+    assert 'Synthetic sets against held-out real melanomas' in report and '| wgan |' in report
+    assert import_json(out/'wgan'/'stage.json')['seconds'] > 0    # each stage's own time is recorded
+
+def import_json(path):
+    import json
+    return json.loads(path.read_text())
