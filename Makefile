@@ -8,6 +8,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND := Agg
 export OMP_WAIT_POLICY := PASSIVE
 DEMO_OUT ?= runs/demo
+# the demo trains at 64 px (its drawn lesions need no more): every stage runs and reports, in minutes on 2 CPU cores
+DEMO_ARGS ?= --size 64
 
 OPTIONS := $(BIN)/python -c "from melanet_nb.cli import write_run_options; write_run_options()"
 
@@ -24,7 +26,7 @@ $(STAMP): settings.ini setup.py constraints.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/melanet run --out $(DEMO_OUT)
+	$(BIN)/melanet run --out $(DEMO_OUT) $(DEMO_ARGS)
 
 # `make test` runs every notebook once, under papermill with smoke=True (tests/test_notebooks.py): that executes every
 # cell nbdev_test would, and the slow-flagged demo sections too. `make nbdev-test` runs nbdev_test on its own.
