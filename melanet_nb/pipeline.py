@@ -347,7 +347,7 @@ def run_synthesis_quality(cfg: RunConfig, run_dir, data: Stage, synth: Stage) ->
         return dict(n_synthetic=len(synthetic))
     return st.run(work)
 
-def _baseline_verdicts(cfg: RunConfig, train: Stage, table: pd.DataFrame) -> dict:
+def _baseline_verdicts(cfg: RunConfig, train: Stage) -> dict:
     "The baseline's p(malignant) of the held-out melanomas and its validation-chosen threshold (empty without a binary baseline)."
     if 'baseline' not in cfg.configs or cfg.target != 'label': return {}
     preds = pd.read_csv(train.dir/'predictions.csv', dtype={'image_id': str}).query("config == 'baseline' and split == 'valid'")
@@ -362,7 +362,7 @@ def run_synthetic_checks(cfg: RunConfig, run_dir, data: Stage, train: Stage, syn
     def work():
         table = read_run_table(data)
         real = lambda split, label: list(table.query(f"split == '{split}' and label == '{label}'").path)
-        verdicts = _baseline_verdicts(cfg, train, table)
+        verdicts = _baseline_verdicts(cfg, train)
         baseline = load_classifier(model_path(train, 'baseline')) if verdicts else None
         checks = []
         for config, s in synth.items():
