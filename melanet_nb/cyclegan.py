@@ -416,13 +416,7 @@ def save_checkpoint(learn, path, epoch:int) -> Path:
 # %% ../nbs/01_cyclegan.ipynb #30636f4d
 def read_checkpoint(path) -> dict:
     "Load a checkpoint written by `save_checkpoint`, with a clear error if it is not one."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"{path}: checkpoint not found")
-    try: state = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e: raise DataError(f"{path}: cannot read checkpoint ({e})") from e
-    if not isinstance(state, dict) or state.get('format') != CKPT_FORMAT:
-        raise DataError(f"{path}: not a melanet_nb CycleGAN checkpoint")
-    return state
+    return read_torch_file(path, 'melanet_nb CycleGAN checkpoint', CKPT_FORMAT, weights_only=False, made_by='save_checkpoint')
 
 def check_checkpoint_config(state, model, path):
     "Raise a clear error when a checkpoint was saved for another image size or architecture."
@@ -710,16 +704,9 @@ def load_generator(path # a file written by `export_generator`
                   ) -> tuple: # (generator in eval mode on the default device, its description without the weights)
     "Read a generator file safely (`weights_only=True`); a `DataError` naming the file when it is not one."
     path = Path(path)
-    if path.is_dir(): raise DataError(f"{path}: is a directory, not a generator file")
-    if not path.is_file(): raise DataError(f"{path}: generator file not found")
-    if _is_training_checkpoint(path):
+    if path.is_file() and _is_training_checkpoint(path):
         raise DataError(f"{path}: a CycleGAN training checkpoint, not a generator file; export one with export_generator({str(path)!r}, 'G.pth')")
-    try: state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else 'empty or truncated'
-        raise DataError(f"{path}: not a generator file written by export_generator ({type(e).__name__}: {why})") from None
-    if not isinstance(state, dict) or state.get('format') != GENERATOR_FORMAT:
-        raise DataError(f"{path}: not a generator file (expected format {GENERATOR_FORMAT!r}, written by export_generator)")
+    state = read_torch_file(path, 'generator file', GENERATOR_FORMAT, made_by='export_generator')
     gen = UNetGenerator(**state['config'])
     gen.load_state_dict(state['weights'])
     return gen.eval().to(default_device()), {k: v for k, v in state.items() if k != 'weights'}

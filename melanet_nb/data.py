@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, re, json, shutil, tempfile, warnings, hashlib
 from contextlib import contextmanager
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, torch
 from PIL import Image, ImageOps, ImageDraw, ImageFilter
 from fastcore.all import *
 from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColReader, ColSplitter, IntToFloatTensor,
@@ -20,12 +20,12 @@ __all__ = ['LABELS', 'SPLITS', 'COLUMNS', 'OPTIONAL_COLUMNS', 'IMAGE_EXTS', 'DIA
            'normalize_labels', 'normalize_diagnoses', 'diagnosis_to_label', 'has_diagnoses', 'class_vocab',
            'prob_columns', 'prediction_vocab', 'malignant_probability', 'load_image', 'pad_to_square', 'prepare_image',
            'shades_of_gray', 'load_mask', 'prepare_mask', 'atomic_write', 'save_image_atomic', 'write_csv_atomic',
-           'remove_stale_tmp', 'atomic_dir', 'check_diagnosis_labels', 'add_diagnoses', 'attach_masks', 'has_mask',
-           'mask_summary', 'check_masks', 'read_normalized', 'write_labels', 'read_isic2016', 'read_class_folders',
-           'read_dermamnist', 'check_classes', 'read_dataset', 'draw_lesion', 'make_demo_dataset', 'project_data_dir',
-           'demo_data', 'add_valid_split', 'merge_datasets', 'exclude_seen', 'verify_images', 'dataset_fingerprint',
-           'find_duplicate_images', 'balanced_domains', 'ReadImage', 'ReadMask', 'AlbumentationsTransform',
-           'AlbumentationsImageMask', 'melanet_dls', 'refresh_input_types']
+           'remove_stale_tmp', 'atomic_dir', 'read_torch_file', 'check_diagnosis_labels', 'add_diagnoses',
+           'attach_masks', 'has_mask', 'mask_summary', 'check_masks', 'read_normalized', 'write_labels',
+           'read_isic2016', 'read_class_folders', 'read_dermamnist', 'check_classes', 'read_dataset', 'draw_lesion',
+           'make_demo_dataset', 'project_data_dir', 'demo_data', 'add_valid_split', 'merge_datasets', 'exclude_seen',
+           'verify_images', 'dataset_fingerprint', 'find_duplicate_images', 'balanced_domains', 'ReadImage', 'ReadMask',
+           'AlbumentationsTransform', 'AlbumentationsImageMask', 'melanet_dls', 'refresh_input_types']
 
 # %% ../nbs/00_data.ipynb #66b73bd1
 def in_nbdev_test() -> bool:
@@ -276,6 +276,28 @@ def atomic_dir(dest # final folder; replaced as a whole on success
     if dest.exists(): os.replace(dest, old)
     os.replace(tmp, dest)
     shutil.rmtree(old, ignore_errors=True)
+
+# %% ../nbs/00_data.ipynb #beae033d
+def read_torch_file(path,                # a torch file written by melanet_nb
+                    what:str,            # what it should be, for the messages (e.g. 'generator file')
+                    fmt:str=None,        # the `format` entry it must carry (None: any dict)
+                    keys=(),             # entries it must have
+                    weights_only:bool=True, # torch's safe loader; False only for our own training checkpoints
+                    made_by:str=''       # the function that writes such files, named in the error
+                   ) -> dict:            # the file's content
+    "Load a torch file melanet_nb wrote; a `DataError` naming the file when it is missing, unreadable or not a `what`."
+    path, by = Path(path), f', written by {made_by}' if made_by else ''
+    if path.is_dir(): raise DataError(f"{path}: is a directory, not a {what}")
+    if not path.is_file(): raise DataError(f"{path}: {what} not found")
+    try: state = torch.load(path, map_location='cpu', weights_only=weights_only)
+    except Exception as e:
+        why = (str(e).strip().splitlines() or ['empty or truncated'])[0][:120]
+        raise DataError(f"{path}: not a {what}{by} (cannot read it: {type(e).__name__}: {why})") from None
+    if not isinstance(state, dict) or (fmt is not None and state.get('format') != fmt):
+        got = state.get('format') if isinstance(state, dict) else type(state).__name__
+        raise DataError(f"{path}: not a {what}{by} (format {got!r}, expected {fmt!r})")
+    if missing := [k for k in keys if k not in state]: raise DataError(f"{path}: not a {what}{by} (no {missing} entries)")
+    return state
 
 # %% ../nbs/00_data.ipynb #c4c97fd3
 def _read_csv(csv: Path, **kwargs) -> pd.DataFrame:

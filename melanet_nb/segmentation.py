@@ -228,11 +228,7 @@ def load_segmenter_state(path,                # a `.pth` written by `SegCheckpoi
                         ) -> dict:            # the file's content
     "Load a checkpoint's weights into `model`; a `DataError` names the file when it is unreadable or of another architecture."
     path = Path(path)
-    if not path.is_file(): raise DataError(f"{path}: checkpoint not found")
-    try: state = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e: raise DataError(f"{path}: cannot read checkpoint ({str(e)[:200]})") from e
-    if not isinstance(state, dict) or not {'spec', 'model'} <= set(state):
-        raise DataError(f"{path}: not a melanet_nb segmentation checkpoint (no 'spec' and 'model' entries)")
+    state = read_torch_file(path, 'melanet_nb segmentation checkpoint', keys=('spec', 'model'), weights_only=False)
     if state['spec'] != model.spec:
         raise DataError(f"{path}: checkpoint of another architecture {state['spec']}; this model is {model.spec}")
     try: model.load_state_dict(state['model'])
@@ -415,12 +411,7 @@ def export_segmenter(model:MultiTaskUNet,   # trained model
 
 def load_segmenter(fname) -> tuple: # (model on the CPU in eval mode, info dict: vocab, size, task, threshold, closing_radius)
     "Load a model written by `export_segmenter`; `DataError` naming the file for anything else."
-    fname = Path(fname)
-    if not fname.is_file(): raise DataError(f"{fname}: segmentation model not found")
-    try: state = torch.load(fname, map_location='cpu', weights_only=True)
-    except Exception as e: raise DataError(f"{fname}: not a melanet_nb segmentation model (cannot read it as one: {str(e)[:120]})") from e
-    if not isinstance(state, dict) or state.get('format') != SEGMENTER_FORMAT:
-        raise DataError(f"{fname}: not a melanet_nb segmentation model (format {state.get('format') if isinstance(state, dict) else None!r}, expected {SEGMENTER_FORMAT!r})")
+    state = read_torch_file(fname, 'melanet_nb segmentation model', SEGMENTER_FORMAT, made_by='export_segmenter')
     spec = state['spec']
     model = create_segmenter(spec['model'], spec['n_classes'], pretrained=False, dropout=spec['dropout'], hidden=spec['hidden'], grid=spec['grid'])
     load_segmenter_state(fname, model)

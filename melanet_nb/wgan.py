@@ -334,13 +334,7 @@ def save_wgan_checkpoint(learn, path, epoch:int) -> Path:
 
 def read_wgan_checkpoint(path) -> dict:
     "Load a checkpoint written by `save_wgan_checkpoint`; a `DataError` naming the file when it is not one."
-    path = Path(path)
-    if not path.is_file(): raise DataError(f"{path}: WGAN checkpoint not found")
-    try: state = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e: raise DataError(f"{path}: cannot read WGAN checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
-    if not isinstance(state, dict) or state.get('format') != WGAN_CKPT_FORMAT:
-        raise DataError(f"{path}: not a melanet_nb WGAN checkpoint (expected format {WGAN_CKPT_FORMAT!r})")
-    return state
+    return read_torch_file(path, 'melanet_nb WGAN checkpoint', WGAN_CKPT_FORMAT, weights_only=False, made_by='save_wgan_checkpoint')
 
 # %% ../nbs/07_wgan.ipynb #87845c76
 def check_wgan_config(got:dict,   # the checkpoint's `config`
@@ -476,13 +470,7 @@ def export_wgan_generator(learn_or_ckpt, # trained `Learner` or path of a WGAN c
 def load_wgan_generator(path # a file written by `export_wgan_generator`
                        ) -> tuple: # (generator in eval mode on the default device, its description without the weights)
     "Read a WGAN generator file safely; a `DataError` naming the file when it is not one."
-    path = Path(path)
-    if not path.is_file(): raise DataError(f"{path}: WGAN generator file not found")
-    try: state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise DataError(f"{path}: not a WGAN generator file written by export_wgan_generator ({type(e).__name__})") from None
-    if not isinstance(state, dict) or state.get('format') != WGAN_GENERATOR_FORMAT:
-        raise DataError(f"{path}: not a WGAN generator file (expected format {WGAN_GENERATOR_FORMAT!r})")
+    state = read_torch_file(path, 'WGAN generator file', WGAN_GENERATOR_FORMAT, made_by='export_wgan_generator')
     gen = ConditionalGenerator(**state['config'])
     gen.load_state_dict(state['weights'])
     return gen.eval().to(default_device()), {k: v for k, v in state.items() if k not in ('weights', 'format')}

@@ -1,5 +1,5 @@
 "Tests of the WGAN-GP stage (melanet_nb.wgan): networks, penalty, training callbacks, exact resume, synthesis, bad input."
-import numpy as np, pandas as pd, pytest, torch
+import re, numpy as np, pandas as pd, pytest, torch
 from pathlib import Path
 from PIL import Image
 from melanet_nb.data import DataError, read_normalized, make_demo_dataset, read_dataset, LABELS
@@ -140,7 +140,7 @@ def test_synthesis_bad_requests(table, tmp_path):
     (tmp_path/'junk.pth').write_bytes(b'not a model')
     with pytest.raises(DataError, match='junk.pth: not a WGAN generator file'): load_wgan_generator(tmp_path/'junk.pth')
     with pytest.raises(DataError, match='not found'): load_wgan_generator(tmp_path/'missing.pth')
-    with pytest.raises(DataError, match='junk.pth: cannot read WGAN checkpoint'): read_wgan_checkpoint(tmp_path/'junk.pth')
+    with pytest.raises(DataError, match=re.escape('junk.pth: not a melanet_nb WGAN checkpoint, written by save_wgan_checkpoint (cannot read it')): read_wgan_checkpoint(tmp_path/'junk.pth')
 
 
 def test_diagnosis_conditioning_draws_melanomas(table, tmp_path):
