@@ -24,7 +24,7 @@ def quiet_threads(env=None # environment to update; None: `os.environ`
 OPTIONS_FILE = Path(melanet_nb.__file__).parent/'_run_options.py'   # generated from `RunConfig`; do not edit
 PIPELINES = {   # subcommand -> (module, function, {argument: the module's constant listing its choices})
     'segment': ('melanet_nb.segmentation', 'run_segment', dict(model='MODELS', task='TASKS', loss='SEG_LOSSES', schedule='SCHEDULES')),
-    'study': ('melanet_nb.strategies', 'run_study', dict(strategies='STRATEGIES', backbones='BACKBONES', sampler='SAMPLERS'))}
+    'study': ('melanet_nb.strategies', 'run_study', dict(schedule='STUDY_SCHEDULES'))}
 
 # %% ../nbs/08_cli.ipynb #abf7ffa8
 def _kind(p:inspect.Parameter) -> str:

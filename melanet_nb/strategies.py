@@ -8,16 +8,16 @@ import numpy as np, pandas as pd, torch
 from fastcore.all import *
 from fastai.vision.all import CSVLogger, F1Score, set_seed
 from .data import *
-from .classifier import (EFFNET_LITE_ARCHS, SAMPLERS, NO_WEIGHTS, melanet_learner, make_loss, fit_frozen_blocks,
+from .classifier import (EFFNET_LITE_ARCHS, SAMPLERS, NO_WEIGHTS, melanet_learner, make_loss, fit_frozen_blocks, fit_classifier,
                                    stratified_batches, nedelcu_augmentations, predictions_table, check_split_classes)
 from .evaluation import multiclass_metrics, check_predictions, paired_bootstrap_metric, PAIRED_METRICS
 
 # %% auto #0
-__all__ = ['STUDY_STRATEGIES', 'STUDY_BACKBONES', 'HUB_BACKBONES', 'FIRST_STAGES', 'SELECT_ON', 'PAPER_NETWORKS',
-           'PAPER_STRATEGIES', 'PAPER_CLASS_NAMES', 'PAPER_PER_CLASS', 'known_diagnoses', 'merged_table',
-           'first_stage_table', 'read_public', 'demo_public', 'study_tables', 'fit_stage', 'run_key', 'train_run',
-           'study_predictions', 'study_summary', 'study_per_class', 'study_pairs', 'study_differences', 'md_table',
-           'study_report', 'study_runs', 'run_study']
+__all__ = ['STUDY_STRATEGIES', 'STUDY_BACKBONES', 'HUB_BACKBONES', 'FIRST_STAGES', 'SELECT_ON', 'STUDY_SCHEDULES', 'SCHEDULE_TTA',
+           'PAPER_NETWORKS', 'PAPER_STRATEGIES', 'PAPER_CLASS_NAMES', 'PAPER_PER_CLASS', 'known_diagnoses',
+           'merged_table', 'first_stage_table', 'read_public', 'demo_public', 'study_tables', 'fit_stage', 'run_key',
+           'train_run', 'study_predictions', 'study_summary', 'study_per_class', 'study_pairs', 'study_differences',
+           'md_table', 'study_report', 'study_runs', 'run_study']
 
 # %% ../nbs/06_strategies.ipynb #f3c6b7f9
 STUDY_STRATEGIES = {   # short name -> what the arm does here (the paper's letters)
@@ -121,9 +121,25 @@ def study_tables(data=None,          # target dataset folder with diagnoses; Non
     return dict(target=target, merged=merged, first_stage=stage,
                 counts=dict(target=split_counts.to_dict('index'), merged=merged_counts, first_stage=stage_counts))
 
-# %% ../nbs/06_strategies.ipynb #59d61068
+# %% ../nbs/06_strategies.ipynb #24177fbe
 SELECT_ON = 'f1_score'   # fastai's name of the validation macro F1 that selects each run's kept epoch
+STUDY_SCHEDULES = {      # how a stage trains -> what it does (the report states it)
+    'frozen_blocks': "the paper's: each block in turn, head first, 3 epochs per block, Adam (wd 0) lr 1e-4 head / 1e-5 "
+                     "below, constant; the epoch with the best valid macro F1 is kept; no TTA",
+    'one_cycle': "the project's default classifier recipe (results/recipe): every layer, one cycle, AdamW lr 1e-3 wd 1e-2, "
+                 "8 epochs, final weights, flip TTA",
+}
+SCHEDULE_TTA = dict(frozen_blocks='none', one_cycle='flips')   # test-time augmentation each schedule predicts with
 
+def _fit_schedule(learn, schedule, epochs, epochs_per_block, n_blocks, cbs):
+    "Train `learn` with the study's `schedule`; `cbs` (the history logger) only for this training."
+    if schedule == 'frozen_blocks': return fit_frozen_blocks(learn, epochs_per_block, monitor=SELECT_ON, n_blocks=n_blocks, cbs=cbs)
+    learn.add_cbs(cbs)
+    try: fit_classifier(learn, strategy=schedule, **({'epochs': epochs} if epochs else {}))
+    finally: learn.remove_cbs(cbs)
+    return learn
+
+# %% ../nbs/06_strategies.ipynb #59d61068
 def fit_stage(tbl:pd.DataFrame,        # 'train' rows to learn from, 'valid' rows to select on
               target:str,              # 'diagnosis' or 'label'
               arch:str,                # timm backbone
@@ -133,14 +149,17 @@ def fit_stage(tbl:pd.DataFrame,        # 'train' rows to learn from, 'valid' row
               body_state=None,         # backbone weights to start from (the previous stage's), instead of ImageNet's
               size=128,                # image side
               bs=16,                   # batch size ('stratified': bs // K images per class)
-              epochs_per_block=3,      # see `fit_frozen_blocks`
-              n_blocks=None,           # see `fit_frozen_blocks`
+              schedule='frozen_blocks',# a key of `STUDY_SCHEDULES`
+              epochs_per_block=3,      # 'frozen_blocks': see `fit_frozen_blocks`
+              n_blocks=None,           # 'frozen_blocks': see `fit_frozen_blocks`
+              epochs=None,             # 'one_cycle': epochs (None: `fit_classifier`'s default)
               seed=0,                  # seed for sampling, augmentation and initialisation
               if_no_weights='raise',   # see `create_classifier`
               history=None             # CSV file for the per-epoch history
-             ):                        # trained `Learner`, with the weights of its best validation epoch
-    "One training stage of the study: augmentation, sampler, CE loss, frozen-block training, selection on valid macro F1."
+             ):                        # trained `Learner` (weights as its schedule keeps them), `predict_tta` set
+    "One training stage of the study: the paper's augmentation, a sampler, CE loss, and one of `STUDY_SCHEDULES`."
     if sampler not in SAMPLERS: raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if schedule not in STUDY_SCHEDULES: raise ValueError(f"schedule must be one of {list(STUDY_SCHEDULES)}, got {schedule!r}")
     check_split_classes(tbl, target)
     set_seed(seed, reproducible=True)
     dls = melanet_dls(tbl, size=size, bs=bs, albu=nedelcu_augmentations(seed), seed=seed, target=target)
@@ -149,8 +168,8 @@ def fit_stage(tbl:pd.DataFrame,        # 'train' rows to learn from, 'valid' row
     learn.metrics = [*learn.metrics, F1Score(average='macro')]
     if body_state is not None: learn.model.body.load_state_dict(body_state)
     with learn.no_bar():
-        fit_frozen_blocks(learn, epochs_per_block, monitor=SELECT_ON, n_blocks=n_blocks,
-                          cbs=[CSVLogger(fname=str(Path(history).resolve()))] if history else None)
+        _fit_schedule(learn, schedule, epochs, epochs_per_block, n_blocks, [CSVLogger(fname=str(Path(history).resolve()))] if history else [])
+    learn.predict_tta = SCHEDULE_TTA[schedule]
     return learn
 
 # %% ../nbs/06_strategies.ipynb #8eb21a5b
@@ -166,7 +185,7 @@ def train_run(tables:dict,         # from `study_tables`
               sampler:str,         # one of `SAMPLERS`
               out,                 # results folder; this run writes out/runs/<run_key>/
               work_dir=None,       # checkpoints (default: a temporary folder, removed afterwards)
-              **kwargs             # `fit_stage` settings: size, bs, epochs_per_block, n_blocks, seed, if_no_weights
+              **kwargs             # `fit_stage` settings: size, bs, schedule, epochs_per_block, n_blocks, epochs, seed, if_no_weights
              ) -> pd.DataFrame:    # the target's valid and test predictions, with strategy/backbone/sampler columns
     "Train (or read back) one arm of the study and write its predictions, history and meta atomically."
     if strategy not in STUDY_STRATEGIES: raise ValueError(f"strategy must be one of {list(STUDY_STRATEGIES)}, got {strategy!r}")
@@ -357,6 +376,13 @@ def study_runs(strategies, backbones, samplers) -> list:
     return cells
 
 # %% ../nbs/06_strategies.ipynb #dd4dd6ce
+def _check_schedule(out:Path, schedule:str):
+    "Refuse to resume a results folder that holds runs of another schedule (they would be mixed in one report)."
+    f = out/'study.json'
+    if not f.is_file(): return
+    held = json.loads(f.read_text()).get('schedule', 'frozen_blocks')   # studies before schedules existed: the paper's
+    if held != schedule: raise ValueError(f"{f}: this folder holds a study with schedule {held!r}, not {schedule!r}; use another `out`")
+
 def run_study(data=None,                    # target dataset folder with diagnosis.csv (e.g. isic2017_256); None: demo data
               public=None,                  # public binary dataset folder (e.g. isic2016); None: a demo stand-in
               out='study',                  # results folder: runs/<run>/ (predictions, history, meta), tables and report.md
@@ -365,8 +391,10 @@ def run_study(data=None,                    # target dataset folder with diagnos
               samplers='stratified,shuffled', # comma-separated batch samplers to compare (the first is the paper's recipe)
               size:int=128,                 # image side in pixels
               bs:int=16,                    # batch size (stratified: bs // K images of each class)
-              epochs_per_block:int=3,       # epochs per frozen block (the paper: 3)
-              n_blocks:int=None,            # train only the top n blocks (default: all, the paper's)
+              schedule:str='frozen_blocks', # how every stage trains: a key of STUDY_SCHEDULES ('frozen_blocks': the paper's)
+              epochs_per_block:int=3,       # 'frozen_blocks': epochs per block (the paper: 3)
+              n_blocks:int=None,            # 'frozen_blocks': train only the top n blocks (default: all, the paper's)
+              epochs:int=None,              # 'one_cycle': epochs (default: the classifier's, 8)
               valid_pct:float=0.2,          # share of the target's training split held out for model selection
               first_stage:str='drop',       # seq's first stage: 'drop' every id the target holds, or 'keep_train'
               if_no_weights:str='raise',    # hub backbones offline: 'raise', or 'random' (trained from random init, marked in the report)
@@ -374,21 +402,24 @@ def run_study(data=None,                    # target dataset folder with diagnos
               n_boot:int=2000,              # bootstrap resamples of the report's intervals
               n_demo:int=400,               # demo images when `data` is None
               seed:int=0,                   # seed for splits, sampling, augmentation and training
-              smoke:bool=False              # tiny run for CI: 32 px, one block, one epoch, 100 resamples
+              smoke:bool=False              # tiny run for CI: 32 px, one block or epoch, 100 resamples
              ) -> pd.DataFrame:             # the report's summary table, one row per run
     "The fine-tuning strategies study: every (strategy, backbone, sampler) run, resumable, then report.md beside the paper."
     strategies, backbones, samplers = _names(strategies), _names(backbones), _names(samplers)
     bad = [s for s in strategies if s not in STUDY_STRATEGIES] + [s for s in samplers if s not in SAMPLERS]
     if bad: raise ValueError(f"unknown strategy/sampler {bad}; strategies: {list(STUDY_STRATEGIES)}, samplers: {list(SAMPLERS)}")
     if if_no_weights not in NO_WEIGHTS: raise ValueError(f"if_no_weights must be one of {NO_WEIGHTS}, got {if_no_weights!r}")
-    if smoke: size, epochs_per_block, n_blocks, n_boot, n_demo = 32, 1, 1, 100, min(n_demo, 120)
+    if schedule not in STUDY_SCHEDULES: raise ValueError(f"schedule must be one of {list(STUDY_SCHEDULES)}, got {schedule!r}")
+    out = Path(out); _check_schedule(out, schedule)
+    if smoke: size, epochs_per_block, n_blocks, epochs, n_boot, n_demo = 32, 1, 1, 1, 100, min(n_demo, 120)
     tables = study_tables(data, public, valid_pct, first_stage, seed, n_demo, size)
     cells = study_runs(strategies, backbones, samplers)
-    fit = dict(size=size, bs=bs, epochs_per_block=epochs_per_block, n_blocks=n_blocks, seed=seed, if_no_weights=if_no_weights)
+    fit = dict(size=size, bs=bs, schedule=schedule, epochs_per_block=epochs_per_block, n_blocks=n_blocks, epochs=epochs,
+               seed=seed, if_no_weights=if_no_weights)
     settings = dict(data=str(data or 'demo'), public=str(public or 'demo stand-in'), valid_pct=valid_pct, first_stage=first_stage,
-                    loss='categorical cross-entropy', optimizer='Adam (wd 0), lr 1e-4 head / 1e-5 blocks', selection=f'valid {SELECT_ON} (macro)',
-                    augmentation='nedelcu_augmentations', **fit, counts=tables['counts'], runs=[run_key(*c) for c in cells])
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+                    loss='categorical cross-entropy', training=STUDY_SCHEDULES[schedule], augmentation='nedelcu_augmentations',
+                    **fit, counts=tables['counts'], runs=[run_key(*c) for c in cells])
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write(out/'study.json', lambda t: Path(t).write_text(json.dumps(settings, indent=1, default=str)))
     for strategy, arch, sampler in cells: train_run(tables, strategy, arch, sampler, out, work_dir, **fit)
     study_report(out, settings, n_boot)
