@@ -24,7 +24,7 @@ __all__ = ['CycleOutput', 'CKPT_FORMAT', 'GENERATOR_FORMAT', 'DIRECTIONS', 'UNet
            'list_checkpoints', 'loss_history', 'training_settings', 'save_checkpoint', 'read_checkpoint',
            'check_checkpoint_config', 'check_checkpoint_settings', 'load_checkpoint', 'CycleGANCheckpoint',
            'cyclegan_learner', 'train_cyclegan', 'translate', 'translate_cycle', 'cycle_error', 'show_translation_grid',
-           'synthesize', 'export_generator', 'load_generator', 'translate_image', 'translate_images']
+           'synthesis_count', 'synthesize', 'export_generator', 'load_generator', 'translate_image', 'translate_images']
 
 # %% ../nbs/01_cyclegan.ipynb #69f91957
 def _down(ni, nf, norm=True):
@@ -615,7 +615,7 @@ def _load_model(learn_or_ckpt) -> tuple:
     ckpt = getattr(learn, 'checkpoint', None)
     return model, str(Path(ckpt).resolve()) if ckpt else None, getattr(learn, 'epochs_done', None)
 
-def _synthesis_count(n,                # 'balance', 'all' or an int
+def synthesis_count(n,                # 'balance', 'all' or an int
                      n_sources:int,    # benign training images available
                      n_malignant:int   # real malignant training images
                     ) -> int:          # number of images to translate
@@ -669,7 +669,7 @@ def synthesize(learn_or_ckpt,            # trained `Learner`, `CycleGAN`, or pat
     train = benign_df[benign_df.split == 'train'] if 'split' in benign_df else benign_df
     sources = train[train.label == 'benign'] if 'label' in train else train
     if n_malignant is None: n_malignant = int((train.label == 'malignant').sum()) if 'label' in train else 0
-    k = _synthesis_count(n, len(sources), n_malignant)
+    k = synthesis_count(n, len(sources), n_malignant)
     if k and not len(sources): raise DataError("benign domain is empty: no benign training images to translate")
     pick = np.sort(np.random.default_rng(seed).choice(len(sources), k, replace=False))
     sources = sources.iloc[pick]

@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from fastcore.docments import docments
 from .options import *
 from .data import *
-from .cyclegan import train_cyclegan, synthesize, list_checkpoints, export_generator, translate_images, _synthesis_count
+from .cyclegan import train_cyclegan, synthesize, list_checkpoints, export_generator, translate_images, synthesis_count
 from .wgan import train_wgan, export_wgan_generator, synthesize_wgan
 from .classifier import run_experiments, load_classifier, predict_proba, LOSSES, STRATEGIES, AUGMENTS, TTA_VIEWS
 from .evaluation import write_evaluation, lesion_attention, frozen_features, synthesis_quality, learner_gradcam, \
@@ -285,7 +285,7 @@ def _n_synthetic(cfg: RunConfig, train: pd.DataFrame) -> int:
     "How many images `cfg.synth_n` asks each generator for, counted as CycleGAN counts them."
     n = int(cfg.synth_n) if str(cfg.synth_n).isdigit() else cfg.synth_n
     malignant = (train.label == 'malignant').sum()
-    return _synthesis_count(n, int(len(train) - malignant), int(malignant))
+    return synthesis_count(n, int(len(train) - malignant), int(malignant))
 
 def run_wgan_synthesize(cfg: RunConfig, run_dir, data: Stage, wgan: Stage, reuse_only=False) -> Stage:
     "Stage 3 (config 'wgan'): draw as many malignant images as CycleGAN translates."
