@@ -4,7 +4,7 @@
 from __future__ import annotations
 import json, time, shutil, tempfile, warnings
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import numpy as np, pandas as pd, torch, matplotlib.pyplot as plt, seaborn as sns
 from fastcore.all import *
 from fastai.vision.all import CSVLogger, F1Score, set_seed
 from .data import *
@@ -17,7 +17,7 @@ __all__ = ['STUDY_STRATEGIES', 'STUDY_BACKBONES', 'HUB_BACKBONES', 'FIRST_STAGES
            'PAPER_NETWORKS', 'PAPER_STRATEGIES', 'PAPER_CLASS_NAMES', 'PAPER_PER_CLASS', 'known_diagnoses',
            'merged_table', 'first_stage_table', 'read_public', 'demo_public', 'study_tables', 'fit_stage', 'run_key',
            'train_run', 'study_predictions', 'study_summary', 'study_per_class', 'study_pairs', 'study_differences',
-           'md_table', 'study_report', 'study_runs', 'run_study']
+           'plot_study_differences', 'md_table', 'study_report', 'study_runs', 'run_study']
 
 # %% ../nbs/06_strategies.ipynb #f3c6b7f9
 STUDY_STRATEGIES = {   # short name -> what the arm does here (the paper's letters)
@@ -314,6 +314,24 @@ def study_differences(preds:pd.DataFrame, # from `study_predictions`
     cols = ['comparison', 'config', 'reference', 'metric', 'a', 'b', 'diff', 'ci_low', 'ci_high', 'p_value', 'share_a_better']
     return pd.DataFrame(rows, columns=cols)
 
+# %% ../nbs/06_strategies.ipynb #2229cddc
+def plot_study_differences(diffs:pd.DataFrame, # from `study_differences`
+                           metrics=('macro_f1', 'balanced_accuracy', 'accuracy') # one panel each
+                          ) -> plt.Figure:
+    "Forest plot: each paired difference A - B in points with its bootstrap 95 % CI, one panel per metric."
+    d = diffs[diffs.metric.isin(metrics)].assign(pair=lambda t: t.comparison + '\n' + t.config)
+    pairs, y = list(dict.fromkeys(d.pair)), np.arange(d.pair.nunique())
+    fig, axs = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 0.6 * len(pairs) + 1.4), sharey=True, squeeze=False)
+    for ax, m in zip(axs[0], metrics):
+        t = d[d.metric == m].set_index('pair').reindex(pairs)
+        ax.errorbar(100 * t['diff'], y, xerr=[100 * (t['diff'] - t.ci_low), 100 * (t.ci_high - t['diff'])],
+                    fmt='o', color=sns.color_palette()[0], capsize=3)
+        ax.axvline(0, color='grey', lw=1, ls='--')
+        ax.set(title=m.replace('_', ' '), xlabel='A - B (points, 95 % CI)', yticks=y, yticklabels=pairs)
+    axs[0][0].invert_yaxis()
+    fig.tight_layout()
+    return fig
+
 # %% ../nbs/06_strategies.ipynb #783e4657
 def md_table(df:pd.DataFrame, digits=3) -> str:
     "A DataFrame as a GitHub markdown table (numbers rounded to `digits`, missing values blank)."
@@ -336,6 +354,9 @@ def study_report(out,                # results folder of `run_study`
     preds = study_predictions(out)
     summary, per_class, diffs = study_summary(preds, out, n_boot=n_boot, seed=seed), study_per_class(preds), study_differences(preds, n_boot=n_boot, seed=seed)
     for name, t in (('summary', summary), ('per_class', per_class), ('differences', diffs)): write_csv_atomic(t, out/f'{name}.csv')
+    if len(diffs):
+        fig = plot_study_differences(diffs)
+        atomic_write(out/'differences.png', lambda t: fig.savefig(t, format='png', dpi=110, bbox_inches='tight')); plt.close(fig)
     metric_cols = ['accuracy', 'weighted_f1', 'macro_f1', 'balanced_accuracy', 'macro_auc', 'melanoma_auc', 'valid_macro_f1']
     paper = PAPER_STRATEGIES.rename(columns={m: f'paper_{m}' for m in ('accuracy', 'weighted_f1', 'macro_f1')})
     iv = _pct(summary, metric_cols).merge(paper[paper.strategy != ''], on='strategy', how='left')
@@ -357,6 +378,7 @@ def study_report(out,                # results folder of `run_study`
         '## Networks with ImageNet weights (a), beside Table III (%)', md_table(iii, 2), md_table(PAPER_NETWORKS, 2),
         '## Per class, beside Tables V-VIII (test split, %)', md_table(per_class, 2),
         '## Paired differences, A - B (test split, percentage points, bootstrap 95 % CI within class)',
+        '![Paired differences with their 95 % CIs](differences.png)' if len(diffs) else '',
         md_table(d[['comparison', 'config', 'reference', 'metric', 'a', 'b', 'diff', 'ci_low', 'ci_high', 'p_value']], 2),
         '## Runs requested but not finished', '\n'.join(f'- {c}' for c in missing) or 'none'])
     atomic_write(out/'report.md', lambda t: Path(t).write_text(text + '\n'))
