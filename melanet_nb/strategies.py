@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, matplotlib.pyplot as plt, seaborn as sns
 from fastcore.all import *
 from fastai.vision.all import CSVLogger, F1Score, set_seed
+from fastprogress.fastprogress import progress_bar
 from .data import *
 from .classifier import (EFFNET_LITE_ARCHS, SAMPLERS, NO_WEIGHTS, melanet_learner, make_loss, fit_frozen_blocks, fit_classifier,
                                    stratified_batches, nedelcu_augmentations, predictions_table, check_split_classes)
@@ -443,6 +444,7 @@ def run_study(data=None,                    # target dataset folder with diagnos
                     **fit, counts=tables['counts'], runs=[run_key(*c) for c in cells])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out/'study.json', lambda t: Path(t).write_text(json.dumps(settings, indent=1, default=str)))
-    for strategy, arch, sampler in cells: train_run(tables, strategy, arch, sampler, out, work_dir, **fit)
+    for strategy, arch, sampler in progress_bar(cells, leave=False):   # a finished run is read back at once
+        train_run(tables, strategy, arch, sampler, out, work_dir, **fit)
     study_report(out, settings, n_boot)
     return pd.read_csv(out/'summary.csv')
