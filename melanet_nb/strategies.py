@@ -162,6 +162,9 @@ def fit_stage(tbl:pd.DataFrame,        # 'train' rows to learn from, 'valid' row
     if sampler not in SAMPLERS: raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if schedule not in STUDY_SCHEDULES: raise ValueError(f"schedule must be one of {list(STUDY_SCHEDULES)}, got {schedule!r}")
     check_split_classes(tbl, target)
+    if (n_train := int((tbl.split == 'train').sum())) < bs:   # fastai drops the last partial batch: no step at all
+        warnings.warn(f"only {n_train} training images, fewer than a batch of {bs}: this stage trains on batches of {n_train}")
+        bs = n_train
     set_seed(seed, reproducible=True)
     dls = melanet_dls(tbl, size=size, bs=bs, albu=nedelcu_augmentations(seed), seed=seed, target=target)
     if sampler == 'stratified': stratified_batches(dls, per_class=max(1, bs // len(dls.vocab)), seed=seed)
