@@ -2,14 +2,14 @@
 
 # %% ../nbs/06_strategies.ipynb #a5362cc7
 from __future__ import annotations
-import json, time, shutil, tempfile, warnings
+import inspect, json, time, shutil, tempfile, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch, matplotlib.pyplot as plt, seaborn as sns
 from fastcore.all import *
 from fastai.vision.all import CSVLogger, F1Score, set_seed
 from fastprogress.fastprogress import progress_bar
 from .data import *
-from .classifier import (EFFNET_LITE_ARCHS, SAMPLERS, NO_WEIGHTS, melanet_learner, make_loss, fit_frozen_blocks, fit_classifier,
+from .classifier import (EFFNET_LITE_ARCHS, SAMPLERS, NO_WEIGHTS, melanet_learner, make_loss, fit_frozen_blocks, fit_classifier, train_classifier,
                                    stratified_batches, nedelcu_augmentations, predictions_table, check_split_classes)
 from .evaluation import multiclass_metrics, check_predictions, paired_bootstrap_metric, PAIRED_METRICS
 
@@ -130,7 +130,7 @@ STUDY_SCHEDULES = {      # how a stage trains -> what it does (the report states
     'one_cycle': "the project's default classifier recipe (results/recipe): every layer, one cycle, AdamW lr 1e-3 wd 1e-2, "
                  "8 epochs, final weights, flip TTA",
 }
-SCHEDULE_TTA = dict(frozen_blocks='none', one_cycle='flips')   # test-time augmentation each schedule predicts with
+SCHEDULE_TTA = dict(frozen_blocks='none', one_cycle=inspect.signature(train_classifier).parameters['tta'].default)   # TTA each schedule predicts with: none (the paper's), the recipe's own
 
 def _fit_schedule(learn, schedule, epochs, epochs_per_block, n_blocks, cbs):
     "Train `learn` with the study's `schedule`; `cbs` (the history logger) only for this training."
