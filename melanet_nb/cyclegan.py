@@ -525,7 +525,7 @@ def _resume(learn, ckpt_dir, resume:bool, every:int) -> int:
 def train_cyclegan(benign_df:pd.DataFrame,    # benign domain (rows of split 'train' are used), e.g. from `balanced_domains`
                    malignant_df:pd.DataFrame, # malignant domain (rows of split 'train' are used)
                    size:int=64,               # image side in pixels (paper: 256)
-                   epochs:int=25,             # total epochs, counting those done before a resume (paper: 500; 25 keeps `melanet run` in its CPU budget)
+                   epochs:int=20,             # total epochs, counting those done before a resume (paper: 500; 20 keeps `melanet run` in its 30-min CPU budget)
                    bs:int=1,                  # batch size (paper: 1)
                    ckpt_dir=None,             # folder for checkpoints (None: no checkpoints)
                    ckpt_every:int=5,          # save every this many epochs (and after the last)
