@@ -14,7 +14,7 @@ from fastcore.docments import docments
 from .options import *
 from .data import *
 from .cyclegan import train_cyclegan, synthesize, list_checkpoints, export_generator, translate_images, synthesis_count
-from .wgan import train_wgan, export_wgan_generator, synthesize_wgan
+from .wgan import WGAN, train_wgan, export_wgan_generator, synthesize_wgan
 from .classifier import run_experiments, load_classifier, predict_proba, LOSSES, STRATEGIES, AUGMENTS, TTA_VIEWS
 from .evaluation import write_evaluation, lesion_attention, frozen_features, synthesis_quality, learner_gradcam, \
     synthetic_set_checks, threshold_for_sensitivity
@@ -59,6 +59,7 @@ class RunConfig:
     gan_ckpt_every: int = default_of(train_cyclegan, 'ckpt_every')  # CycleGAN checkpoint interval (epochs)
     wgan_size: int = default_of(train_wgan, 'size')        # WGAN-GP image side (64 or 128); its images are resized to `size` for the classifier
     wgan_epochs: int = default_of(train_wgan, 'epochs')    # WGAN-GP epochs (config 'wgan' only)
+    wgan_width: int = default_of(WGAN, 'width')            # WGAN-GP generator and critic width (config 'wgan' only)
     synth_n: str | int = default_of(synthesize, 'n')       # synthetic malignant images of each generator: 'balance', 'all' or a number
     target: str = default_of(run_experiments, 'target')    # what the classifier learns: 'label' (melanoma vs rest) or 'diagnosis' (N classes)
     loss: str = default_of(run_experiments, 'loss')        # classifier loss: focal (eq. 6), focal_keras, weighted_ce (thesis weights) or ce
@@ -274,10 +275,10 @@ def run_synthesize(cfg: RunConfig, run_dir, data: Stage, gan: Stage, reuse_only=
 # %% ../nbs/04_pipeline.ipynb #803de984
 def run_wgan(cfg: RunConfig, run_dir, data: Stage, reuse_only=False) -> Stage:
     "Stage 2 (config 'wgan'): train the class-conditional WGAN-GP on the training split."
-    st = Stage(run_dir, 'wgan', data.key, cfg.wgan_size, cfg.wgan_epochs, cfg.target, cfg.seed)
+    st = Stage(run_dir, 'wgan', data.key, cfg.wgan_size, cfg.wgan_epochs, cfg.target, cfg.seed, cfg.wgan_width)
     def work():
         learn = train_wgan(read_run_table(data), ckpt_dir=st.dir/f'checkpoints_{st.key}', size=cfg.wgan_size,
-                           epochs=cfg.wgan_epochs, target=cfg.target, seed=cfg.seed)
+                           epochs=cfg.wgan_epochs, target=cfg.target, seed=cfg.seed, width=cfg.wgan_width)
         return dict(generator=export_wgan_generator(learn, st.dir/'wgan_generator.pth'), n_train=int(len(learn.dls.train_ds)))
     return st.run(work, reuse_only)
 

@@ -39,7 +39,8 @@ def test_help_lists_subcommands_and_options():
 @pytest.mark.parametrize('args, msg', [
     (['--epochs', '0'], '--epochs: must be >= 1, got 0'), (['--epochs', '-1'], '--epochs: must be >= 1, got -1'),
     (['--freeze-epochs', '-2'], '--freeze-epochs: must be >= 0, got -2'), (['--gan-epochs', '0'], '--gan-epochs: must be >= 1'),
-    (['--gan-width', '0'], '--gan-width: must be >= 1'), (['--bs', '0'], '--bs: must be >= 2'),
+    (['--gan-width', '0'], '--gan-width: must be >= 1'), (['--wgan-width', '0'], '--wgan-width: must be >= 1'),
+    (['--bs', '0'], '--bs: must be >= 2'),
     (['--gan-ckpt-every', '0'], '--gan-ckpt-every: must be >= 1'), (['--n-boot', '0'], '--n-boot: must be >= 100'),
     (['--valid-pct', '1.5'], '--valid-pct: must be > 0, < 1, got 1.5'), (['--synth-n', '-5'], '--synth-n: must be >= 1, got -5'),
     (['--n-demo', '-5'], '--n-demo: must be >= 12, got -5'), (['--size', 'big'], "--size: must be a whole number, got 'big'"),
