@@ -989,6 +989,13 @@ def _rows_with_mask(df: pd.DataFrame) -> pd.DataFrame:
                                     f"left out, e.g. {df.image_id[~has].head(5).tolist()}")
     return df[has]
 
+def _train_batch_size(n_train:int, bs:int) -> int:
+    "`bs`, or `n_train` with a warning when the training rows are fewer: fastai drops the last partial batch."
+    if n_train < 2: raise DataError(f"{n_train} training row(s): training needs at least 2")
+    if n_train >= bs: return bs
+    warnings.warn(f"only {n_train} training images, fewer than a batch of {bs}: training uses batches of {n_train}")
+    return n_train
+
 def melanet_dls(df: pd.DataFrame, # tidy table; rows of split 'train' and 'valid' are used
                 size=128,         # image side in pixels
                 bs=16,            # batch size
@@ -1004,6 +1011,7 @@ def melanet_dls(df: pd.DataFrame, # tidy table; rows of split 'train' and 'valid
     if with_mask: df = _rows_with_mask(df)
     df = df.assign(is_valid=lambda d: d.split == 'valid').reset_index(drop=True)
     if not df.is_valid.any(): raise DataError("no 'valid' rows: call add_valid_split first")
+    bs = _train_batch_size(int((~df.is_valid).sum()), bs)
     vocab = class_vocab(df, target)
     image = TransformBlock(type_tfms=ReadImage(size, colour_constancy), batch_tfms=IntToFloatTensor)
     if with_mask: blocks, cols, aug = (image, TransformBlock(type_tfms=ReadMask(size)), CategoryBlock(vocab=vocab, sort=False)), ['path', 'mask', target], AlbumentationsImageMask

@@ -33,7 +33,7 @@ __all__ = ['PROB_SUM_TOL', 'OLD_BINARY_COLUMNS', 'PAIRED_COLUMNS', 'PAIRED_COLUM
            'lesion_attention', 'summarize_lesion_attention', 'as_binary_mask', 'mask_scores', 'segmentation_scores',
            'segmentation_summary', 'mean_performance', 'paired_segmentation_test', 'kernel_distance', 'frozen_features',
            'synthesis_quality', 'mean_pairwise_distance', 'kid_yardstick', 'synthetic_set_checks', 'gap_features',
-           'neighbour_agreement', 'umap_embedding', 'plot_umap', 'write_evaluation']
+           'neighbour_agreement', 'umap_embedding', 'plot_umap', 'save_figure', 'write_evaluation']
 
 # %% ../nbs/03_evaluation.ipynb #26ac8465
 class MetricInputError(ValueError):
@@ -1430,6 +1430,14 @@ def _slug(name, taken) -> str:
     taken.add(s)
     return s
 
+def save_figure(fig,       # matplotlib figure (closed afterwards)
+                path,      # PNG file to write
+                dpi=120    # resolution
+               ) -> Path:  # `path`
+    "Write `fig` to `path` as a PNG atomically, then close it."
+    try: return atomic_write(path, lambda t: fig.savefig(t, format='png', dpi=dpi, bbox_inches='tight'))
+    finally: plt.close(fig)
+
 # %% ../nbs/03_evaluation.ipynb #d42a768e
 def _binary_outputs(preds, reference, target_sensitivity, n_boot, seed, dataset) -> tuple:
     "(tables, metrics.json content, figures) of a binary predictions table."
@@ -1490,8 +1498,5 @@ def write_evaluation(preds: pd.DataFrame,     # predictions table (any number of
         summary['lesion_attention'] = _records(attention)
     files = {name: write_csv_atomic(df, out/name) for name, df in tables.items()}
     files['metrics.json'] = atomic_write(out/'metrics.json', lambda t: Path(t).write_text(json.dumps(summary, indent=2)))
-    for name, draw in figures.items():
-        fig = draw()
-        files[name] = atomic_write(out/name, lambda t: fig.savefig(t, format='png', dpi=120, bbox_inches='tight'))
-        plt.close(fig)
+    for name, draw in figures.items(): files[name] = save_figure(draw(), out/name)
     return files

@@ -301,18 +301,36 @@ def synthetic_stages(stages: dict) -> dict:
     "The synthetic-set stage of each configuration that trains on one: {'melanet': ..., 'wgan': ...}."
     return {c: stages[s] for c, s in (('melanet', 'synthetic'), ('wgan', 'wgan_synthetic')) if stages.get(s)}
 
+def _recipe(cfg: RunConfig) -> dict:
+    "The classifier settings every configuration shares (`run_experiments` keyword arguments)."
+    return dict(arch=cfg.backbone, size=cfg.size, bs=cfg.bs, epochs=cfg.epochs, freeze_epochs=cfg.freeze_epochs, lr=cfg.lr,
+                seed=cfg.seed, target=cfg.target, loss=cfg.loss, wd=cfg.wd, strategy=cfg.strategy, augment=cfg.augment,
+                tta=cfg.tta, colour_constancy=cfg.colour_constancy)
+
+def _train_config(config:str, table, synth: dict, work: Path, key:str, recipe:dict) -> tuple:
+    "(predictions, log row) of one configuration: read back if it was trained with the same inputs, else trained."
+    done, csv = work/f'{config}.done.json', work/f'{config}.predictions.csv'
+    if done.is_file() and csv.is_file() and (work/f'{config}.pkl').is_file() and json.loads(done.read_text())['key'] == key:
+        say(f"   {config}: reused (trained before with the same data, synthetic set and recipe)")
+        return pd.read_csv(csv, dtype={'image_id': str}), {**json.loads(done.read_text())['log'], 'reused': True}
+    preds = run_experiments(table, synthetic={config: synth[config].dir/'set'} if config in synth else None, configs=[config],
+                            work_dir=work, **recipe)
+    write_csv_atomic(preds, csv)
+    write_json_atomic(dict(key=key, log=preds.attrs['log'][0]), done)
+    return pd.read_csv(csv, dtype={'image_id': str}), preds.attrs['log'][0]
+
 def run_train(cfg: RunConfig, run_dir, data: Stage, synth: dict, reuse_only=False) -> Stage:
     "Stage 4: train the configurations (`synth`: config -> its synthetic-set stage) and write their predictions."
     st = Stage(run_dir, 'classifier', data.key, {c: s.key for c, s in synth.items()} or None, cfg.backbone, cfg.size, cfg.epochs,
                cfg.freeze_epochs, cfg.bs, cfg.lr, cfg.configs, cfg.seed, cfg.target, cfg.loss, cfg.wd, cfg.strategy,
                cfg.augment, cfg.tta, cfg.colour_constancy)
     def work():
-        preds = run_experiments(read_run_table(data), synthetic={c: s.dir/'set' for c, s in synth.items()} or None, configs=cfg.configs,
-                                work_dir=st.dir/'work', arch=cfg.backbone, size=cfg.size, bs=cfg.bs, epochs=cfg.epochs,
-                                freeze_epochs=cfg.freeze_epochs, lr=cfg.lr, seed=cfg.seed, target=cfg.target, loss=cfg.loss,
-                                wd=cfg.wd, strategy=cfg.strategy, augment=cfg.augment, tta=cfg.tta, colour_constancy=cfg.colour_constancy)
-        write_csv_atomic(preds, st.dir/'predictions.csv')
-        return dict(per_config=preds.attrs.get('log'), models=st.dir/'work')
+        table, recipe, parts = read_run_table(data), _recipe(cfg), []
+        for c in cfg.configs:   # a configuration trained before with the same inputs is read back, not trained again
+            key = fingerprint('classifier', data.key, synth[c].key if c in synth else None, c, recipe)
+            parts.append(_train_config(c, table, synth, st.dir/'work', key, recipe))
+        write_csv_atomic(pd.concat([p for p, _ in parts], ignore_index=True), st.dir/'predictions.csv')
+        return dict(per_config=[log for _, log in parts], models=st.dir/'work')
     return st.run(work, reuse_only)
 
 def model_path(train: Stage, config:str) -> Path:

@@ -11,7 +11,7 @@ from fastprogress.fastprogress import progress_bar
 from .data import *
 from .classifier import (EFFNET_LITE_ARCHS, SAMPLERS, NO_WEIGHTS, melanet_learner, make_loss, fit_frozen_blocks, fit_classifier, train_classifier,
                                    stratified_batches, nedelcu_augmentations, predictions_table, check_split_classes)
-from .evaluation import multiclass_metrics, check_predictions, paired_bootstrap_metric, PAIRED_METRICS
+from .evaluation import multiclass_metrics, check_predictions, paired_bootstrap_metric, PAIRED_METRICS, save_figure
 
 # %% auto #0
 __all__ = ['STUDY_STRATEGIES', 'STUDY_BACKBONES', 'HUB_BACKBONES', 'FIRST_STAGES', 'SELECT_ON', 'STUDY_SCHEDULES', 'SCHEDULE_TTA',
@@ -162,12 +162,9 @@ def fit_stage(tbl:pd.DataFrame,        # 'train' rows to learn from, 'valid' row
     if sampler not in SAMPLERS: raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if schedule not in STUDY_SCHEDULES: raise ValueError(f"schedule must be one of {list(STUDY_SCHEDULES)}, got {schedule!r}")
     check_split_classes(tbl, target)
-    if (n_train := int((tbl.split == 'train').sum())) < bs:   # fastai drops the last partial batch: no step at all
-        warnings.warn(f"only {n_train} training images, fewer than a batch of {bs}: this stage trains on batches of {n_train}")
-        bs = n_train
     set_seed(seed, reproducible=True)
     dls = melanet_dls(tbl, size=size, bs=bs, albu=nedelcu_augmentations(seed), seed=seed, target=target)
-    if sampler == 'stratified': stratified_batches(dls, per_class=max(1, bs // len(dls.vocab)), seed=seed)
+    if sampler == 'stratified': stratified_batches(dls, seed=seed)   # bs // K per class, of the batch `melanet_dls` settled on
     learn = melanet_learner(dls, arch, loss_func=make_loss('ce'), pretrained=pretrained, path=path, if_no_weights=if_no_weights)
     learn.metrics = [*learn.metrics, F1Score(average='macro')]
     if body_state is not None: learn.model.body.load_state_dict(body_state)
@@ -358,9 +355,7 @@ def study_report(out,                # results folder of `run_study`
     preds = study_predictions(out)
     summary, per_class, diffs = study_summary(preds, out, n_boot=n_boot, seed=seed), study_per_class(preds), study_differences(preds, n_boot=n_boot, seed=seed)
     for name, t in (('summary', summary), ('per_class', per_class), ('differences', diffs)): write_csv_atomic(t, out/f'{name}.csv')
-    if len(diffs):
-        fig = plot_study_differences(diffs)
-        atomic_write(out/'differences.png', lambda t: fig.savefig(t, format='png', dpi=110, bbox_inches='tight')); plt.close(fig)
+    if len(diffs): save_figure(plot_study_differences(diffs), out/'differences.png', dpi=110)
     metric_cols = ['accuracy', 'weighted_f1', 'macro_f1', 'balanced_accuracy', 'macro_auc', 'melanoma_auc', 'valid_macro_f1']
     paper = PAPER_STRATEGIES.rename(columns={m: f'paper_{m}' for m in ('accuracy', 'weighted_f1', 'macro_f1')})
     iv = _pct(summary, metric_cols).merge(paper[paper.strategy != ''], on='strategy', how='left')
