@@ -10,11 +10,11 @@ from fastai.vision.all import CSVLogger, F1Score, set_seed
 from fastprogress.fastprogress import progress_bar
 from .data import *
 from .classifier import (EFFNET_LITE_ARCHS, SAMPLERS, NO_WEIGHTS, melanet_learner, make_loss, fit_frozen_blocks, fit_classifier, train_classifier,
-                                   stratified_batches, nedelcu_augmentations, predictions_table, check_split_classes)
+                                   stratified_batches, nedelcu_augmentations, predictions_table, check_split_classes, STRATEGY_LR)
 from .evaluation import multiclass_metrics, check_predictions, paired_bootstrap_metric, PAIRED_METRICS, save_figure
 
 # %% auto #0
-__all__ = ['STUDY_STRATEGIES', 'STUDY_BACKBONES', 'HUB_BACKBONES', 'FIRST_STAGES', 'SELECT_ON', 'STUDY_SCHEDULES', 'SCHEDULE_TTA',
+__all__ = ['STUDY_STRATEGIES', 'STUDY_BACKBONES', 'HUB_BACKBONES', 'FIRST_STAGES', 'SELECT_ON', 'SCHEDULE_TTA', 'STUDY_SCHEDULES',
            'PAPER_NETWORKS', 'PAPER_STRATEGIES', 'PAPER_CLASS_NAMES', 'PAPER_PER_CLASS', 'known_diagnoses',
            'merged_table', 'first_stage_table', 'read_public', 'demo_public', 'study_tables', 'fit_stage', 'run_key',
            'train_run', 'study_predictions', 'study_summary', 'study_per_class', 'study_pairs', 'study_differences',
@@ -124,13 +124,14 @@ def study_tables(data=None,          # target dataset folder with diagnoses; Non
 
 # %% ../nbs/06_strategies.ipynb #24177fbe
 SELECT_ON = 'f1_score'   # fastai's name of the validation macro F1 that selects each run's kept epoch
-STUDY_SCHEDULES = {      # how a stage trains -> what it does (the report states it)
-    'frozen_blocks': "the paper's: each block in turn, head first, 3 epochs per block, Adam (wd 0) lr 1e-4 head / 1e-5 "
-                     "below, constant; the epoch with the best valid macro F1 is kept; no TTA",
-    'one_cycle': "the project's default classifier recipe (results/recipe): every layer, one cycle, AdamW lr 1e-3 wd 1e-2, "
-                 "8 epochs, final weights, flip TTA",
-}
 SCHEDULE_TTA = dict(frozen_blocks='none', one_cycle=inspect.signature(train_classifier).parameters['tta'].default)   # TTA each schedule predicts with: none (the paper's), the recipe's own
+_FIT = {k: p.default for k, p in inspect.signature(fit_classifier).parameters.items()}   # fit_classifier owns the numbers
+STUDY_SCHEDULES = {      # how a stage trains -> what it does (the report states it)
+    'frozen_blocks': f"the paper's: each block in turn, head first, 3 epochs per block, Adam (wd 0) lr {STRATEGY_LR['frozen_blocks']:g} "
+                     f"head / {_FIT['block_lr']:g} below, constant; the epoch with the best valid macro F1 is kept; no TTA",
+    'one_cycle': f"the project's default classifier recipe (results/recipe): every layer, one cycle, AdamW lr {STRATEGY_LR['one_cycle']:g} "
+                 f"wd {_FIT['wd']:g}, {_FIT['epochs']} epochs, final weights, TTA '{SCHEDULE_TTA['one_cycle']}'",
+}
 
 def _fit_schedule(learn, schedule, epochs, epochs_per_block, n_blocks, cbs):
     "Train `learn` with the study's `schedule`; `cbs` (the history logger) only for this training."
