@@ -310,9 +310,10 @@ def _recipe(cfg: RunConfig) -> dict:
 def _train_config(config:str, table, synth: dict, work: Path, key:str, recipe:dict) -> tuple:
     "(predictions, log row) of one configuration: read back if it was trained with the same inputs, else trained."
     done, csv = work/f'{config}.done.json', work/f'{config}.predictions.csv'
-    if done.is_file() and csv.is_file() and (work/f'{config}.pkl').is_file() and json.loads(done.read_text())['key'] == key:
+    before = json.loads(done.read_text()) if done.is_file() else {}
+    if before.get('key') == key and csv.is_file() and (work/f'{config}.pkl').is_file():
         say(f"   {config}: reused (trained before with the same data, synthetic set and recipe)")
-        return pd.read_csv(csv, dtype={'image_id': str}), {**json.loads(done.read_text())['log'], 'reused': True}
+        return pd.read_csv(csv, dtype={'image_id': str}), {**before['log'], 'reused': True}
     preds = run_experiments(table, synthetic={config: synth[config].dir/'set'} if config in synth else None, configs=[config],
                             work_dir=work, **recipe)
     write_csv_atomic(preds, csv)

@@ -2,7 +2,7 @@
 
 # %% ../nbs/06_strategies.ipynb #a5362cc7
 from __future__ import annotations
-import inspect, json, time, shutil, tempfile, warnings
+import json, time, shutil, tempfile, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch, matplotlib.pyplot as plt, seaborn as sns
 from fastcore.all import *
@@ -10,7 +10,7 @@ from fastai.vision.all import CSVLogger, F1Score, set_seed
 from fastprogress.fastprogress import progress_bar
 from .data import *
 from .classifier import (EFFNET_LITE_ARCHS, SAMPLERS, NO_WEIGHTS, melanet_learner, make_loss, fit_frozen_blocks, fit_classifier, train_classifier,
-                                   stratified_batches, nedelcu_augmentations, predictions_table, check_split_classes, STRATEGY_LR)
+                                   stratified_batches, nedelcu_augmentations, predictions_table, check_split_classes, STRATEGY_LR, _defaults)
 from .evaluation import multiclass_metrics, check_predictions, paired_bootstrap_metric, PAIRED_METRICS, save_figure
 
 # %% auto #0
@@ -124,8 +124,8 @@ def study_tables(data=None,          # target dataset folder with diagnoses; Non
 
 # %% ../nbs/06_strategies.ipynb #24177fbe
 SELECT_ON = 'f1_score'   # fastai's name of the validation macro F1 that selects each run's kept epoch
-SCHEDULE_TTA = dict(frozen_blocks='none', one_cycle=inspect.signature(train_classifier).parameters['tta'].default)   # TTA each schedule predicts with: none (the paper's), the recipe's own
-_FIT = {k: p.default for k, p in inspect.signature(fit_classifier).parameters.items()}   # fit_classifier owns the numbers
+SCHEDULE_TTA = dict(frozen_blocks='none', one_cycle=_defaults(train_classifier)['tta'])   # TTA each schedule predicts with: none (the paper's), the recipe's own
+_FIT = _defaults(fit_classifier)   # fit_classifier owns the numbers
 STUDY_SCHEDULES = {      # how a stage trains -> what it does (the report states it)
     'frozen_blocks': f"the paper's: each block in turn, head first, 3 epochs per block, Adam (wd 0) lr {STRATEGY_LR['frozen_blocks']:g} "
                      f"head / {_FIT['block_lr']:g} below, constant; the epoch with the best valid macro F1 is kept; no TTA",
