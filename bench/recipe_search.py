@@ -23,9 +23,9 @@ RUNS, RESULTS = ROOT/'runs'/'recipe', ROOT/'results'/'recipe'
 
 BASES = {   # 'default': the library's classifier recipe before issue 15; 'plain': the 40-line timm fine-tune of the issue
     'default': dict(strategy='discriminative', loss='focal', lr=3e-3, wd=1e-2, epochs=4, freeze_epochs=1, aug='none',
-                    sog=False, arch='tf_efficientnet_lite0', size=128, bs=16),
+                    sog=False, arch='tf_efficientnet_lite0', size=128, bs=16, geometry='pad'),
     'plain': dict(strategy='one_cycle', loss='ce', lr=1e-3, wd=1e-2, epochs=8, freeze_epochs=0, aug='flips',
-                  sog=False, arch='tf_efficientnet_lite0', size=128, bs=16),
+                  sog=False, arch='tf_efficientnet_lite0', size=128, bs=16, geometry='pad'),
 }
 TTA_MODES = {'none': 1, 'hflip': 2, 'flips': 4, 'dihedral': 8}   # test-time augmentation: number of views averaged
 
@@ -104,7 +104,7 @@ def train_and_predict(rec:dict, tbl:pd.DataFrame, out:Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if rec['sog']: tbl = sog_paths(tbl)
     set_seed(42, reproducible=True)
-    dls = melanet_dls(tbl, size=rec['size'], bs=rec['bs'], albu=augmentations(rec['aug']), seed=42)
+    dls = melanet_dls(tbl, size=rec['size'], bs=rec['bs'], albu=augmentations(rec['aug']), seed=42, geometry=rec.get('geometry', 'pad'))
     learn = melanet_learner(dls, rec['arch'], loss_func=make_loss(rec['loss'], tbl.loc[tbl.split == 'train', 'label'], dls.vocab), path=out)
     (out/'history.csv').unlink(missing_ok=True)
     learn.add_cb(CSVLogger(out/'history.csv', append=True))

@@ -607,8 +607,9 @@ def paper_augmentations(seed=None) -> 'A.Compose':
 def augment_offline(df:pd.DataFrame,   # tidy table; only its 'train' rows are used
                     dest,              # output folder (normalized layout), replaced atomically
                     factor:int=5,      # augmented copies per training image (the paper's 5x / 10x)
-                    size:int=128,      # images are padded and resized to this side first
+                    size:int=128,      # images are padded (or squashed) and resized to this side first
                     seed:int=42,       # augmentation seed: same seed, same images
+                    geometry='pad',    # see `prepare_image`
                     aug=None,          # albumentations pipeline (default: `paper_augmentations`)
                     progress=True      # show a progress bar
                    ) -> Path:          # `dest`
@@ -623,7 +624,7 @@ def augment_offline(df:pd.DataFrame,   # tidy table; only its 'train' rows are u
         (d/'images').mkdir()
         it = progress_bar(list(train.itertuples()), leave=False) if progress else train.itertuples()
         for r in it:
-            img = prepare_image(r.path, size)
+            img = prepare_image(r.path, size, geometry=geometry)
             img.save(d/'images'/f'{r.image_id}.png')
             diagnosis = {'diagnosis': r.diagnosis} if has_diagnoses(train) else {}
             rows.append(dict(image_id=r.image_id, label=r.label, split='train', parent_id=r.image_id, copy=0, transforms='', **diagnosis))
@@ -636,7 +637,7 @@ def augment_offline(df:pd.DataFrame,   # tidy table; only its 'train' rows are u
                 rows.append(dict(image_id=iid, label=r.label, split='train', parent_id=r.image_id, copy=k,
                                  transforms='+'.join(names), **diagnosis))
         write_labels(d, pd.DataFrame(rows))
-        (d/'augment.json').write_text(json.dumps(dict(factor=factor, size=size, seed=seed, n_parents=len(train),
+        (d/'augment.json').write_text(json.dumps(dict(factor=factor, size=size, seed=seed, geometry=geometry, n_parents=len(train),
                                                       pipeline=A.to_dict(aug)), indent=1, default=str))
     return Path(dest)
 
@@ -728,12 +729,12 @@ def train_augmentations(kind:str='flips', # one of `AUGMENTS`
     return A.Compose(flips + more, seed=seed)
 
 # %% ../nbs/02_classifier.ipynb #ed5ae455
-def augmented_rows(df:pd.DataFrame, config:str, work_dir, size:int=128, seed:int=42) -> pd.DataFrame:
+def augmented_rows(df:pd.DataFrame, config:str, work_dir, size:int=128, seed:int=42, geometry='pad') -> pd.DataFrame:
     "The training rows of 'augment<k>x': originals plus k copies each, written once to `work_dir` and then reused."
-    dest = Path(work_dir)/f'{config}_s{size}_seed{seed}'
+    dest = Path(work_dir)/(f'{config}_s{size}_seed{seed}' + ('' if geometry == 'pad' else f'_{geometry}'))
     stale = (dest/'labels.csv').is_file() and has_diagnoses(df[df.split == 'train']) and 'diagnosis' not in read_augmented(dest)
     if stale or not (dest/'labels.csv').is_file():
-        augment_offline(df, dest, factor=int(config.removeprefix('augment').removesuffix('x')), size=size, seed=seed)
+        augment_offline(df, dest, factor=int(config.removeprefix('augment').removesuffix('x')), size=size, seed=seed, geometry=geometry)
     return read_augmented(dest, source=config)
 
 def synthetic_sets(synthetic # None, one set (table or folder: config 'melanet'), or {config: set} for configs in `SYNTHETIC_CONFIGS`
@@ -766,13 +767,14 @@ def training_table(df:pd.DataFrame,   # tidy table with 'train' and 'valid' rows
                    work_dir,          # folder for the augmented sets
                    synthetic=None,    # one set (CycleGAN's, for 'melanet') or {config: set}; see `synthetic_sets`
                    size:int=128,      # image side of the augmented copies
-                   seed:int=42        # augmentation seed
+                   seed:int=42,       # augmentation seed
+                   geometry='pad'     # geometry of the augmented copies (see `prepare_image`)
                   ) -> pd.DataFrame:  # training rows of `config` plus the original 'valid' rows
     "The table a configuration trains on: its training rows plus the original 'valid' rows."
     if config not in CONFIGS: raise ValueError(f"unknown config {config!r}; expected one of {CONFIGS}")
     train, valid = df[df.split == 'train'], df[df.split == 'valid']
     if config == 'baseline': extra = train
-    elif config.startswith('augment'): extra = augmented_rows(df, config, work_dir, size, seed)
+    elif config.startswith('augment'): extra = augmented_rows(df, config, work_dir, size, seed, geometry)
     else: extra = pd.concat([train, synthetic_rows(synthetic_sets(synthetic).get(config), df, config)], ignore_index=True)
     return pd.concat([extra, valid], ignore_index=True)
 
@@ -840,13 +842,14 @@ def train_classifier(tbl:pd.DataFrame,        # 'train' rows to learn from, 'val
                      augment:str='flips',       # on-the-fly training augmentation, one of `AUGMENTS`
                      tta:str='flips',           # test-time augmentation the learner predicts with, a key of `TTA_VIEWS`
                      colour_constancy:int=None, # Shades-of-Gray norm p for every image, also at predict time (None: off)
+                     geometry:str='squash',     # 'squash' to a square (the default, see `results/recipe/`) or 'pad' (the paper), also at predict time
                      albu=None                # a custom albumentations pipeline (replaces `augment`)
                     ) -> Learner:             # trained (see `fit_classifier` for the weights kept), `predict_tta` set
     "Train one classifier on the 'train' rows of `tbl`, selecting (if its strategy selects) on its 'valid' rows."
     check_split_classes(tbl, target); tta_views(None, tta)
     set_seed(seed, reproducible=True)
     dls = melanet_dls(tbl, size=size, bs=bs, albu=albu or train_augmentations(augment, seed), seed=seed, target=target,
-                      colour_constancy=colour_constancy)
+                      colour_constancy=colour_constancy, geometry=geometry)
     loss_func = make_loss(loss, tbl.loc[tbl.split == 'train', target], dls.vocab)
     learn = melanet_learner(dls, arch, loss_func=loss_func, recipe=recipe, pretrained=pretrained,
                             weights_path=weights_path, path=path)
@@ -879,7 +882,7 @@ def run_experiments(df:pd.DataFrame,   # tidy table with 'train', 'valid' (and u
     preds, log = [], []
     for config in configs:
         t0 = time.time()
-        tbl = training_table(df, config, work_dir, sets, hp['size'], hp['seed'])
+        tbl = training_table(df, config, work_dir, sets, hp['size'], hp['seed'], hp['geometry'])
         learn = train_classifier(tbl, work_dir/config, **kwargs)
         if export: export_classifier(learn, work_dir/f'{config}.pkl')
         preds.append(predictions_table(learn, df, config))
@@ -887,5 +890,5 @@ def run_experiments(df:pd.DataFrame,   # tidy table with 'train', 'valid' (and u
     out = pd.concat(preds, ignore_index=True)
     out.attrs.update(arch=hp['arch'], size=hp['size'], log=log, work_dir=str(work_dir), vocab=list(learn.dls.vocab),
                      target=hp['target'], loss=hp['loss'] if isinstance(hp['loss'], str) else type(hp['loss']).__name__,
-                     recipe={k: hp[k] for k in ('strategy', 'epochs', 'freeze_epochs', 'lr', 'wd', 'augment', 'tta', 'colour_constancy')})
+                     recipe={k: hp[k] for k in ('strategy', 'epochs', 'freeze_epochs', 'lr', 'wd', 'augment', 'tta', 'colour_constancy', 'geometry')})
     return out

@@ -15,9 +15,9 @@ from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColRead
 
 # %% auto #0
 __all__ = ['LABELS', 'SPLITS', 'COLUMNS', 'OPTIONAL_COLUMNS', 'IMAGE_EXTS', 'DIAGNOSES', 'MALIGNANT_DIAGNOSES', 'TARGETS',
-           'CONFIGS', 'SYNTHETIC_CONFIGS', 'PRED_COLUMNS', 'PROB_PREFIX', 'TRANSPARENT_ON', 'ISIC2016_PARTS',
-           'DERMAMNIST_DIAGNOSES', 'DEMO_VERSION', 'VERIFY_SIDE', 'TABLE_EXTS', 'in_nbdev_test', 'DataError',
-           'normalize_labels', 'normalize_diagnoses', 'diagnosis_to_label', 'has_diagnoses', 'class_vocab',
+           'CONFIGS', 'SYNTHETIC_CONFIGS', 'PRED_COLUMNS', 'PROB_PREFIX', 'TRANSPARENT_ON', 'GEOMETRIES',
+           'ISIC2016_PARTS', 'DERMAMNIST_DIAGNOSES', 'DEMO_VERSION', 'VERIFY_SIDE', 'TABLE_EXTS', 'in_nbdev_test',
+           'DataError', 'normalize_labels', 'normalize_diagnoses', 'diagnosis_to_label', 'has_diagnoses', 'class_vocab',
            'prob_columns', 'prediction_vocab', 'malignant_probability', 'load_image', 'pad_to_square', 'prepare_image',
            'shades_of_gray', 'load_mask', 'prepare_mask', 'atomic_write', 'save_image_atomic', 'write_csv_atomic',
            'remove_stale_tmp', 'atomic_dir', 'read_torch_file', 'check_diagnosis_labels', 'add_diagnoses',
@@ -25,7 +25,7 @@ __all__ = ['LABELS', 'SPLITS', 'COLUMNS', 'OPTIONAL_COLUMNS', 'IMAGE_EXTS', 'DIA
            'read_isic2016', 'read_class_folders', 'read_dermamnist', 'check_classes', 'read_dataset', 'draw_lesion',
            'make_demo_dataset', 'project_data_dir', 'demo_data', 'add_valid_split', 'merge_datasets', 'exclude_seen',
            'verify_images', 'dataset_fingerprint', 'find_duplicate_images', 'balanced_domains', 'ReadImage', 'ReadMask',
-           'AlbumentationsTransform', 'AlbumentationsImageMask', 'melanet_dls', 'refresh_input_types']
+           'AlbumentationsTransform', 'AlbumentationsImageMask', 'melanet_dls', 'refresh_input_types', 'input_geometry']
 
 # %% ../nbs/00_data.ipynb #66b73bd1
 def in_nbdev_test() -> bool:
@@ -152,6 +152,11 @@ def load_image(path # image file
 def _check_size(size):
     if not isinstance(size, (int, np.integer)) or size < 8: raise ValueError(f"size must be an integer >= 8, got {size!r}")
 
+GEOMETRIES = ('pad', 'squash')   # how a non-square image becomes a square: keep the aspect ratio, or stretch to fit
+
+def _check_geometry(geometry):
+    if geometry not in GEOMETRIES: raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+
 def pad_to_square(img: Image.Image, # any PIL image
                   fill=(0, 0, 0)    # colour of the added border
                  ) -> Image.Image:  # square image, content centred, aspect ratio kept
@@ -161,12 +166,13 @@ def pad_to_square(img: Image.Image, # any PIL image
 
 def prepare_image(src,             # image path or PIL image
                   size:int=256,    # side of the output square, in pixels (>= 8)
-                  fill=(0, 0, 0)   # padding colour
+                  fill=(0, 0, 0),  # padding colour
+                  geometry='pad'   # 'pad' to a square first (the paper), or 'squash' (resize without padding)
                  ) -> Image.Image: # RGB, `size` x `size`
-    "Load (if needed), pad to square and resize: the paper's only preprocessing step."
-    _check_size(size)
+    "Load (if needed), pad to square (or not, with `geometry='squash'`) and resize: the paper's only preprocessing step."
+    _check_size(size); _check_geometry(geometry)
     img = _to_rgb(src) if isinstance(src, Image.Image) else load_image(src)
-    return pad_to_square(img, fill).resize((size, size), Image.Resampling.LANCZOS)
+    return (pad_to_square(img, fill) if geometry == 'pad' else img).resize((size, size), Image.Resampling.LANCZOS)
 
 # %% ../nbs/00_data.ipynb #056ccd42
 def shades_of_gray(img:Image.Image, # RGB image
@@ -195,12 +201,13 @@ def load_mask(path # mask file (PNG or any IMAGE_EXTS), 0/255 or 0/1
         raise DataError(f"{path}: cannot decode mask ({e})") from e
 
 def prepare_mask(src,            # mask path or PIL image
-                 size:int=256    # side of the output square, in pixels (>= 8)
-                ) -> Image.Image: # 'L', `size` x `size`, values 0/255, aligned with `prepare_image(image, size)`
-    "Pad to square with background and resize with NEAREST: the geometry of `prepare_image`, keeping the mask binary."
-    _check_size(size)
+                 size:int=256,   # side of the output square, in pixels (>= 8)
+                 geometry='pad'  # as `prepare_image`: 'pad' (background border) or 'squash'
+                ) -> Image.Image: # 'L', `size` x `size`, values 0/255, aligned with `prepare_image(image, size, geometry=geometry)`
+    "Pad to square with background (or squash) and resize with NEAREST: the geometry of `prepare_image`, keeping the mask binary."
+    _check_size(size); _check_geometry(geometry)
     mask = _binarize(src) if isinstance(src, Image.Image) else load_mask(src)
-    return _binarize(pad_to_square(mask, 0).resize((size, size), Image.Resampling.NEAREST), 127)
+    return _binarize((pad_to_square(mask, 0) if geometry == 'pad' else mask).resize((size, size), Image.Resampling.NEAREST), 127)
 
 # %% ../nbs/00_data.ipynb #b63704c3
 def _tmp_name(path: Path) -> Path: return path.with_name(f'.{path.name}.tmp{os.getpid()}')
@@ -952,18 +959,20 @@ def balanced_domains(df: pd.DataFrame, # tidy table
 
 # %% ../nbs/00_data.ipynb #72e1bbb3
 class ReadImage(Transform):
-    "Load, pad and resize an image path (or PIL image) to a `PILImage` of side `size`; optionally Shades of Gray."
+    "Load, pad (or squash) and resize an image path (or PIL image) to a `PILImage` of side `size`; optionally Shades of Gray."
     input_types = (str, Path, Image.Image)   # what `Learner.predict` / `test_dl` may be given: a path, or any PIL image
-    def __init__(self, size=128, colour_constancy=None): store_attr()
-    def encodes(self, src:str|Path|Image.Image):
-        img, power = prepare_image(src, self.size), getattr(self, 'colour_constancy', None)   # older exports lack the attribute
+    def __init__(self, size=128, colour_constancy=None, geometry='pad'): store_attr()
+    def encodes(self, src:str|Path|Image.Image):   # older exports lack the later attributes: they padded, without colour constancy
+        img = prepare_image(src, self.size, geometry=getattr(self, 'geometry', 'pad'))
+        power = getattr(self, 'colour_constancy', None)
         return PILImage.create(shades_of_gray(img, power) if power else img)
 
 class ReadMask(Transform):
-    "Load, pad and resize a mask path or PIL image (as `prepare_mask`) to a `PILMask` of side `size` with values 0/1."
+    "Load, pad (or squash) and resize a mask path or PIL image (as `prepare_mask`) to a `PILMask` of side `size` with values 0/1."
     input_types = (str, Path, Image.Image)
-    def __init__(self, size=128): store_attr()
-    def encodes(self, src:str|Path|Image.Image): return PILMask.create(np.asarray(prepare_mask(src, self.size)) // 255)
+    def __init__(self, size=128, geometry='pad'): store_attr()
+    def encodes(self, src:str|Path|Image.Image):
+        return PILMask.create(np.asarray(prepare_mask(src, self.size, geometry=getattr(self, 'geometry', 'pad'))) // 255)
 
 class AlbumentationsTransform(RandTransform):
     "Apply an albumentations pipeline to training images only."
@@ -1004,6 +1013,7 @@ def melanet_dls(df: pd.DataFrame, # tidy table; rows of split 'train' and 'valid
                 target='label',   # column to learn: 'label' (binary) or 'diagnosis' (N classes); see `class_vocab`
                 with_mask=False,  # also load the lesion mask: batches (image, mask, class) with one input
                 colour_constancy:int=None, # Shades-of-Gray norm p applied to every image, at predict time too (None: off)
+                geometry='pad',   # 'pad' to a square or 'squash' (see `prepare_image`), at predict time too
                 **kwargs          # passed to `DataBlock.dataloaders` (num_workers, device, ...)
                ):
     "fastai `DataLoaders` over the train/valid rows of `df`, normalized with ImageNet statistics."
@@ -1013,8 +1023,9 @@ def melanet_dls(df: pd.DataFrame, # tidy table; rows of split 'train' and 'valid
     if not df.is_valid.any(): raise DataError("no 'valid' rows: call add_valid_split first")
     bs = _train_batch_size(int((~df.is_valid).sum()), bs)
     vocab = class_vocab(df, target)
-    image = TransformBlock(type_tfms=ReadImage(size, colour_constancy), batch_tfms=IntToFloatTensor)
-    if with_mask: blocks, cols, aug = (image, TransformBlock(type_tfms=ReadMask(size)), CategoryBlock(vocab=vocab, sort=False)), ['path', 'mask', target], AlbumentationsImageMask
+    _check_geometry(geometry)
+    image = TransformBlock(type_tfms=ReadImage(size, colour_constancy, geometry), batch_tfms=IntToFloatTensor)
+    if with_mask: blocks, cols, aug = (image, TransformBlock(type_tfms=ReadMask(size, geometry)), CategoryBlock(vocab=vocab, sort=False)), ['path', 'mask', target], AlbumentationsImageMask
     else: blocks, cols, aug = (image, CategoryBlock(vocab=vocab, sort=False)), ['path', target], AlbumentationsTransform
     block = DataBlock(blocks=blocks, getters=[ColReader(c) for c in cols], n_inp=1, splitter=ColSplitter('is_valid'),
                       item_tfms=[aug(albu)] if albu is not None else None, batch_tfms=Normalize.from_stats(*imagenet_stats))
@@ -1031,3 +1042,12 @@ def refresh_input_types(learn_or_dls # a (loaded) `Learner`, or its `DataLoaders
             fs, types = tl.tfms.fs, list(getattr(tl, 'types', []))
             if len(types) > len(fs): tl.types = [getattr(f, 'input_types', t) for f, t in zip(fs, types)] + types[len(fs):]
     return learn_or_dls
+
+def input_geometry(learn_or_dls # a `Learner` or its `DataLoaders`
+                  ) -> str:     # 'pad' or 'squash'
+    "The geometry `ReadImage` gives a learner's inputs, for anything that must line up with them (masks); 'pad' for old exports."
+    dls = getattr(learn_or_dls, 'dls', learn_or_dls)
+    for tl in getattr(dls.train_ds, 'tls', [dls.train_ds]):
+        for f in tl.tfms.fs:
+            if isinstance(f, ReadImage): return getattr(f, 'geometry', 'pad')
+    return 'pad'

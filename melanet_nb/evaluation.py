@@ -1014,12 +1014,12 @@ def lesion_attention(learn,              # fastai `Learner` with a `GapClassifie
                      bs=16               # batch size
                     ) -> pd.DataFrame:   # per row: image_id, predicted/explained class, shares in mask and of area, empty_map, has_mask
     "Share of each image's Grad-CAM mass inside its expert lesion mask, beside the mask's area share (the chance level)."
-    from melanet_nb.data import prepare_mask, has_mask
+    from melanet_nb.data import prepare_mask, has_mask, input_geometry
     missing = [c for c in ('image_id', 'path', 'mask') if c not in rows]
     if missing: raise MetricInputError(f"lesion attention needs column(s) {missing}; the rows have {list(rows.columns)}")
     rows = rows.reset_index(drop=True)
     keep = [c for c in ('image_id', 'split', 'true_class', 'label', 'diagnosis') if c in rows]
-    has = has_mask(rows)
+    has, geometry = has_mask(rows), input_geometry(learn)   # each mask is squared the way its image was
     out = rows[keep].assign(predicted_class=None, explained_class=None, prob_predicted=np.nan, cam_in_mask_share=np.nan,
                             mask_area_share=np.nan, empty_map=False, has_mask=has.to_numpy())
     todo = rows[has]
@@ -1031,7 +1031,7 @@ def lesion_attention(learn,              # fastai `Learner` with a `GapClassifie
         maps, probs = gradcam(learn.model, b[0], target, normalize=False, prob_of=None)
         for cam, p in zip(maps.cpu().numpy(), probs.cpu().numpy()):
             i = next(idx)
-            mask = _binary_mask(np.asarray(prepare_mask(rows.loc[i, 'mask'], cam.shape[-1])))
+            mask = _binary_mask(np.asarray(prepare_mask(rows.loc[i, 'mask'], cam.shape[-1], geometry=geometry)))
             k = int(p.argmax())
             results.append(dict(index=i, predicted_class=vocab[k], explained_class=vocab[k if target == 'predicted' else target],
                                 prob_predicted=float(p[k]), cam_in_mask_share=cam_mask_share(cam, mask),

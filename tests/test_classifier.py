@@ -298,7 +298,18 @@ def test_shades_of_gray_travels_with_the_export(small_table, tmp_path):
     reader = [f for f in load_classifier(pkl).dls.valid_ds.tls[0].tfms.fs if isinstance(f, data.ReadImage)][0]
     assert reader.colour_constancy == 6
     path = small_table.path.iloc[0]
-    assert np.array_equal(np.asarray(reader(path)), np.asarray(data.shades_of_gray(data.prepare_image(path, 32), 6)))
+    assert np.array_equal(np.asarray(reader(path)), np.asarray(data.shades_of_gray(data.prepare_image(path, 32, geometry=reader.geometry), 6)))
+
+def test_geometry_travels_with_the_export(small_table, tmp_path):
+    "geometry='squash' is part of the exported pipeline: a wide image is squashed, not padded, at predict time."
+    tbl = small_table[small_table.split != 'test']
+    learn = clf.train_classifier(tbl, tmp_path/'sq', size=32, bs=8, epochs=1, geometry='squash', seed=0)
+    loaded = load_classifier(clf.export_classifier(learn, tmp_path/'sq.pkl'))
+    assert data.input_geometry(loaded) == 'squash'
+    reader = [f for f in loaded.dls.valid_ds.tls[0].tfms.fs if isinstance(f, data.ReadImage)][0]
+    wide = tmp_path/'wide.png'; data.load_image(small_table.path.iloc[0]).resize((96, 48)).save(wide)
+    squashed, padded = (np.asarray(data.prepare_image(wide, 32, geometry=g)) for g in ('squash', 'pad'))
+    assert np.array_equal(np.asarray(reader(wide)), squashed) and not np.array_equal(squashed, padded)
 
 def test_predict_rejects_bad_images_in_process(trained, tmp_path):
     _, work = trained
