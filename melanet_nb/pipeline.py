@@ -486,7 +486,17 @@ def _binary_section(cfg: RunConfig, metrics: pd.DataFrame) -> list:
         lines.append(f"| {r.config} | {_pct(r.auc)} ({_pct(r.auc_ci_low)}–{_pct(r.auc_ci_high)}) | {_pct(r['sensitivity@0.5'])} | "
                      f"{_pct(r['specificity@0.5'])} | {r['fn@0.5']} | {r['threshold@valid_thr']:.3f} | "
                      f"{_pct(r['sensitivity@valid_thr'])} | {_pct(r['specificity@valid_thr'])} | {r['fn@valid_thr']} |")
-    return lines
+    return lines + _degenerate_thresholds(metrics)
+
+def _degenerate_thresholds(metrics: pd.DataFrame, low=0.01) -> list:
+    "A warning for each configuration whose validation threshold had to go below `low` (or above 1 - `low`)."
+    thr = metrics['threshold@valid_thr']
+    odd = metrics[(thr < low) | (thr > 1 - low)]
+    if not len(odd): return []
+    return ["", "**Degenerate validation threshold:** " + ', '.join(f"{r.config} ({r['threshold@valid_thr']:.4f})" for _, r in odd.iterrows())
+            + f". To reach the target sensitivity on validation, the threshold had to go below {low:g} (or above {1 - low:g}). "
+            "Its probabilities do not separate some validation melanomas from benign images. At that threshold it calls almost "
+            "every test image malignant (or none), so read its AUC, not its operating point."]
 
 def _paired_section(comparison: pd.DataFrame) -> list:
     if not len(comparison) or 'delong_p' not in comparison: return []
