@@ -104,7 +104,7 @@ def train_and_predict(rec:dict, tbl:pd.DataFrame, out:Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if rec['sog']: tbl = sog_paths(tbl)
     set_seed(42, reproducible=True)
-    dls = melanet_dls(tbl, size=rec['size'], bs=rec['bs'], albu=augmentations(rec['aug']), seed=42, geometry=rec.get('geometry', 'pad'))
+    dls = melanet_dls(tbl, size=rec['size'], bs=rec['bs'], albu=augmentations(rec['aug']), seed=42, geometry=rec['geometry'])
     learn = melanet_learner(dls, rec['arch'], loss_func=make_loss(rec['loss'], tbl.loc[tbl.split == 'train', 'label'], dls.vocab), path=out)
     (out/'history.csv').unlink(missing_ok=True)
     learn.add_cb(CSVLogger(out/'history.csv', append=True))

@@ -16,18 +16,19 @@ from .data import *
 
 # %% auto #0
 __all__ = ['EFFNET_LITE_ARCHS', 'VGG16_WEIGHTS_ENV', 'VGG16_CFG', 'VGG_NAMES', 'NO_WEIGHTS', 'SCRATCH_WIDTHS', 'LOSSES',
-           'SELECT_METRIC', 'FROZEN_BLOCKS', 'STRATEGIES', 'STRATEGY_LR', 'TTA_VIEWS', 'SAMPLERS', 'AUGMENTS',
-           'WeightMappingError', 'map_state_dict_by_position', 'effnet_lite_weights_file', 'load_effnet_lite_weights',
-           'effnet_lite0_weights_file', 'load_effnet_lite0_weights', 'vgg16_state_dict', 'vgg16_features',
-           'vgg16_blocks', 'load_vgg16_features', 'TimmBody', 'GapClassifier', 'gap_splitter', 'create_classifier',
-           'scratch_cnn', 'as_class_weights', 'FocalLoss', 'UniformAlphaFocalLoss', 'class_weights',
-           'WeightedCrossEntropy', 'make_loss', 'adadelta', 'classifier_metrics', 'melanet_learner', 'GradualUnfreeze',
-           'backbone_family', 'frozen_blocks', 'frozen_block_splitter', 'FrozenBlockTraining', 'fit_frozen_blocks',
-           'fit_classifier', 'HistoryCSV', 'dihedral_views', 'TTA', 'tta_views', 'export_classifier', 'load_classifier',
-           'check_images', 'predict_proba', 'predict', 'paper_augmentations', 'augment_offline', 'read_augmented',
-           'StratifiedOrder', 'dl_targets', 'stratified_batches', 'nedelcu_augmentations', 'train_augmentations',
-           'augmented_rows', 'synthetic_sets', 'synthetic_rows', 'training_table', 'vocab_target', 'predictions_table',
-           'check_split_classes', 'train_classifier', 'run_experiments']
+           'SELECT_METRIC', 'FROZEN_BLOCKS', 'STRATEGIES', 'STRATEGY_LR', 'TTA_VIEWS', 'CLASSIFIER_GEOMETRY',
+           'SAMPLERS', 'AUGMENTS', 'WeightMappingError', 'map_state_dict_by_position', 'effnet_lite_weights_file',
+           'load_effnet_lite_weights', 'effnet_lite0_weights_file', 'load_effnet_lite0_weights', 'vgg16_state_dict',
+           'vgg16_features', 'vgg16_blocks', 'load_vgg16_features', 'TimmBody', 'GapClassifier', 'gap_splitter',
+           'create_classifier', 'scratch_cnn', 'as_class_weights', 'FocalLoss', 'UniformAlphaFocalLoss',
+           'class_weights', 'WeightedCrossEntropy', 'make_loss', 'adadelta', 'classifier_metrics', 'melanet_learner',
+           'GradualUnfreeze', 'backbone_family', 'frozen_blocks', 'frozen_block_splitter', 'FrozenBlockTraining',
+           'fit_frozen_blocks', 'fit_classifier', 'HistoryCSV', 'dihedral_views', 'TTA', 'tta_views',
+           'export_classifier', 'load_classifier', 'check_images', 'predict_proba', 'predict', 'paper_augmentations',
+           'augment_offline', 'read_augmented', 'StratifiedOrder', 'dl_targets', 'stratified_batches',
+           'nedelcu_augmentations', 'train_augmentations', 'augmented_rows', 'synthetic_sets', 'synthetic_rows',
+           'training_table', 'vocab_target', 'predictions_table', 'check_split_classes', 'train_classifier',
+           'run_experiments']
 
 # %% ../nbs/02_classifier.ipynb #18d80e69
 class WeightMappingError(RuntimeError):
@@ -604,12 +605,14 @@ def paper_augmentations(seed=None) -> 'A.Compose':
     ], seed=seed, save_applied_params=True)
 
 # %% ../nbs/02_classifier.ipynb #242d2f8a
+CLASSIFIER_GEOMETRY = 'squash'   # how the classifier's images become squares (`prepare_image`); the paper pads, see `train_classifier`
+
 def augment_offline(df:pd.DataFrame,   # tidy table; only its 'train' rows are used
                     dest,              # output folder (normalized layout), replaced atomically
                     factor:int=5,      # augmented copies per training image (the paper's 5x / 10x)
                     size:int=128,      # images are padded (or squashed) and resized to this side first
                     seed:int=42,       # augmentation seed: same seed, same images
-                    geometry='pad',    # see `prepare_image`
+                    geometry=CLASSIFIER_GEOMETRY, # see `prepare_image`
                     aug=None,          # albumentations pipeline (default: `paper_augmentations`)
                     progress=True      # show a progress bar
                    ) -> Path:          # `dest`
@@ -729,7 +732,7 @@ def train_augmentations(kind:str='flips', # one of `AUGMENTS`
     return A.Compose(flips + more, seed=seed)
 
 # %% ../nbs/02_classifier.ipynb #ed5ae455
-def augmented_rows(df:pd.DataFrame, config:str, work_dir, size:int=128, seed:int=42, geometry='pad') -> pd.DataFrame:
+def augmented_rows(df:pd.DataFrame, config:str, work_dir, size:int=128, seed:int=42, geometry=CLASSIFIER_GEOMETRY) -> pd.DataFrame:
     "The training rows of 'augment<k>x': originals plus k copies each, written once to `work_dir` and then reused."
     dest = Path(work_dir)/(f'{config}_s{size}_seed{seed}' + ('' if geometry == 'pad' else f'_{geometry}'))
     stale = (dest/'labels.csv').is_file() and has_diagnoses(df[df.split == 'train']) and 'diagnosis' not in read_augmented(dest)
@@ -768,7 +771,7 @@ def training_table(df:pd.DataFrame,   # tidy table with 'train' and 'valid' rows
                    synthetic=None,    # one set (CycleGAN's, for 'melanet') or {config: set}; see `synthetic_sets`
                    size:int=128,      # image side of the augmented copies
                    seed:int=42,       # augmentation seed
-                   geometry='pad'     # geometry of the augmented copies (see `prepare_image`)
+                   geometry=CLASSIFIER_GEOMETRY # geometry of the augmented copies (see `prepare_image`)
                   ) -> pd.DataFrame:  # training rows of `config` plus the original 'valid' rows
     "The table a configuration trains on: its training rows plus the original 'valid' rows."
     if config not in CONFIGS: raise ValueError(f"unknown config {config!r}; expected one of {CONFIGS}")
@@ -842,7 +845,7 @@ def train_classifier(tbl:pd.DataFrame,        # 'train' rows to learn from, 'val
                      augment:str='flips',       # on-the-fly training augmentation, one of `AUGMENTS`
                      tta:str='flips',           # test-time augmentation the learner predicts with, a key of `TTA_VIEWS`
                      colour_constancy:int=None, # Shades-of-Gray norm p for every image, also at predict time (None: off)
-                     geometry:str='squash',     # 'squash' to a square (the default, see `results/recipe/`) or 'pad' (the paper), also at predict time
+                     geometry:str=CLASSIFIER_GEOMETRY, # 'squash' to a square (see `results/recipe/`) or 'pad' (the paper), also at predict time
                      albu=None                # a custom albumentations pipeline (replaces `augment`)
                     ) -> Learner:             # trained (see `fit_classifier` for the weights kept), `predict_tta` set
     "Train one classifier on the 'train' rows of `tbl`, selecting (if its strategy selects) on its 'valid' rows."

@@ -961,18 +961,18 @@ def balanced_domains(df: pd.DataFrame, # tidy table
 class ReadImage(Transform):
     "Load, pad (or squash) and resize an image path (or PIL image) to a `PILImage` of side `size`; optionally Shades of Gray."
     input_types = (str, Path, Image.Image)   # what `Learner.predict` / `test_dl` may be given: a path, or any PIL image
+    colour_constancy, geometry = None, 'pad'   # what exports made before these options did (their pickles lack the attributes)
     def __init__(self, size=128, colour_constancy=None, geometry='pad'): store_attr()
-    def encodes(self, src:str|Path|Image.Image):   # older exports lack the later attributes: they padded, without colour constancy
-        img = prepare_image(src, self.size, geometry=getattr(self, 'geometry', 'pad'))
-        power = getattr(self, 'colour_constancy', None)
-        return PILImage.create(shades_of_gray(img, power) if power else img)
+    def encodes(self, src:str|Path|Image.Image):
+        img = prepare_image(src, self.size, geometry=self.geometry)
+        return PILImage.create(shades_of_gray(img, self.colour_constancy) if self.colour_constancy else img)
 
 class ReadMask(Transform):
     "Load, pad (or squash) and resize a mask path or PIL image (as `prepare_mask`) to a `PILMask` of side `size` with values 0/1."
     input_types = (str, Path, Image.Image)
+    geometry = 'pad'   # what exports made before the option did
     def __init__(self, size=128, geometry='pad'): store_attr()
-    def encodes(self, src:str|Path|Image.Image):
-        return PILMask.create(np.asarray(prepare_mask(src, self.size, geometry=getattr(self, 'geometry', 'pad'))) // 255)
+    def encodes(self, src:str|Path|Image.Image): return PILMask.create(np.asarray(prepare_mask(src, self.size, geometry=self.geometry)) // 255)
 
 class AlbumentationsTransform(RandTransform):
     "Apply an albumentations pipeline to training images only."
@@ -1049,5 +1049,5 @@ def input_geometry(learn_or_dls # a `Learner` or its `DataLoaders`
     dls = getattr(learn_or_dls, 'dls', learn_or_dls)
     for tl in getattr(dls.train_ds, 'tls', [dls.train_ds]):
         for f in tl.tfms.fs:
-            if isinstance(f, ReadImage): return getattr(f, 'geometry', 'pad')
-    return 'pad'
+            if isinstance(f, ReadImage): return f.geometry
+    return ReadImage.geometry
