@@ -612,7 +612,7 @@ def augment_offline(df:pd.DataFrame,   # tidy table; only its 'train' rows are u
                     factor:int=5,      # augmented copies per training image (the paper's 5x / 10x)
                     size:int=128,      # images are padded (or squashed) and resized to this side first
                     seed:int=42,       # augmentation seed: same seed, same images
-                    geometry=CLASSIFIER_GEOMETRY, # see `prepare_image`
+                    geometry='pad',    # see `prepare_image`; `run_experiments` passes the classifier's
                     aug=None,          # albumentations pipeline (default: `paper_augmentations`)
                     progress=True      # show a progress bar
                    ) -> Path:          # `dest`
@@ -732,7 +732,7 @@ def train_augmentations(kind:str='flips', # one of `AUGMENTS`
     return A.Compose(flips + more, seed=seed)
 
 # %% ../nbs/02_classifier.ipynb #ed5ae455
-def augmented_rows(df:pd.DataFrame, config:str, work_dir, size:int=128, seed:int=42, geometry=CLASSIFIER_GEOMETRY) -> pd.DataFrame:
+def augmented_rows(df:pd.DataFrame, config:str, work_dir, size:int=128, seed:int=42, geometry='pad') -> pd.DataFrame:
     "The training rows of 'augment<k>x': originals plus k copies each, written once to `work_dir` and then reused."
     dest = Path(work_dir)/(f'{config}_s{size}_seed{seed}' + ('' if geometry == 'pad' else f'_{geometry}'))
     stale = (dest/'labels.csv').is_file() and has_diagnoses(df[df.split == 'train']) and 'diagnosis' not in read_augmented(dest)
@@ -771,7 +771,7 @@ def training_table(df:pd.DataFrame,   # tidy table with 'train' and 'valid' rows
                    synthetic=None,    # one set (CycleGAN's, for 'melanet') or {config: set}; see `synthetic_sets`
                    size:int=128,      # image side of the augmented copies
                    seed:int=42,       # augmentation seed
-                   geometry=CLASSIFIER_GEOMETRY # geometry of the augmented copies (see `prepare_image`)
+                   geometry='pad'     # geometry of the augmented copies (see `prepare_image`); `run_experiments` passes the classifier's
                   ) -> pd.DataFrame:  # training rows of `config` plus the original 'valid' rows
     "The table a configuration trains on: its training rows plus the original 'valid' rows."
     if config not in CONFIGS: raise ValueError(f"unknown config {config!r}; expected one of {CONFIGS}")
