@@ -23,9 +23,9 @@ RUNS, RESULTS = ROOT/'runs'/'recipe', ROOT/'results'/'recipe'
 
 BASES = {   # 'default': the library's classifier recipe before issue 15; 'plain': the 40-line timm fine-tune of the issue
     'default': dict(strategy='discriminative', loss='focal', lr=3e-3, wd=1e-2, epochs=4, freeze_epochs=1, aug='none',
-                    sog=False, arch='tf_efficientnet_lite0', size=128, bs=16, geometry='pad'),
+                    sog=False, arch='tf_efficientnet_lite0', size=128, bs=16, geometry='pad', seed=42),
     'plain': dict(strategy='one_cycle', loss='ce', lr=1e-3, wd=1e-2, epochs=8, freeze_epochs=0, aug='flips',
-                  sog=False, arch='tf_efficientnet_lite0', size=128, bs=16, geometry='pad'),
+                  sog=False, arch='tf_efficientnet_lite0', size=128, bs=16, geometry='pad', seed=42),
 }
 TTA_MODES = {'none': 1, 'hflip': 2, 'flips': 4, 'dihedral': 8}   # test-time augmentation: number of views averaged
 
@@ -40,15 +40,15 @@ def parse_recipe(spec:str) -> dict:
         rec[k] = (v.lower() in ('1', 'true', 'yes')) if t is bool else t(v)
     return rec
 
-def augmentations(kind:str):
+def augmentations(kind:str, seed:int=42):
     "On-the-fly training augmentation: 'none', 'flips' (h+v), 'strong' (flips, rotation, small scale and colour)."
     import albumentations as A, cv2
     if kind == 'none': return None
     flips = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
-    if kind == 'flips': return A.Compose(flips, seed=42)
+    if kind == 'flips': return A.Compose(flips, seed=seed)
     if kind == 'strong':
         return A.Compose(flips + [A.Affine(rotate=(-180, 180), scale=(0.9, 1.1), border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.75),
-                                  A.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02, p=0.5)], seed=42)
+                                  A.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02, p=0.5)], seed=seed)
     raise SystemExit(f"unknown aug {kind!r}")
 
 def shades_of_gray(img:np.ndarray, p:int=6) -> np.ndarray:
@@ -103,8 +103,8 @@ def train_and_predict(rec:dict, tbl:pd.DataFrame, out:Path) -> dict:
     "Train one recipe on the 'train' rows of `tbl`; TTA probabilities on its 'valid' rows; wall times."
     out.mkdir(parents=True, exist_ok=True)
     if rec['sog']: tbl = sog_paths(tbl)
-    set_seed(42, reproducible=True)
-    dls = melanet_dls(tbl, size=rec['size'], bs=rec['bs'], albu=augmentations(rec['aug']), seed=42, geometry=rec['geometry'])
+    set_seed(rec['seed'], reproducible=True)
+    dls = melanet_dls(tbl, size=rec['size'], bs=rec['bs'], albu=augmentations(rec['aug'], rec['seed']), seed=rec['seed'], geometry=rec['geometry'])
     learn = melanet_learner(dls, rec['arch'], loss_func=make_loss(rec['loss'], tbl.loc[tbl.split == 'train', 'label'], dls.vocab), path=out)
     (out/'history.csv').unlink(missing_ok=True)
     learn.add_cb(CSVLogger(out/'history.csv', append=True))
