@@ -28,7 +28,7 @@ __all__ = ['EFFNET_LITE_ARCHS', 'VGG16_WEIGHTS_ENV', 'VGG16_CFG', 'VGG_NAMES', '
            'augment_offline', 'read_augmented', 'StratifiedOrder', 'dl_targets', 'stratified_batches',
            'nedelcu_augmentations', 'train_augmentations', 'augmented_rows', 'synthetic_sets', 'synthetic_rows',
            'training_table', 'vocab_target', 'predictions_table', 'check_split_classes', 'train_classifier',
-           'run_experiments']
+           'SeedEnsemble', 'seed_ensemble', 'run_experiments']
 
 # %% ../nbs/02_classifier.ipynb #18d80e69
 class WeightMappingError(RuntimeError):
@@ -846,9 +846,15 @@ def train_classifier(tbl:pd.DataFrame,        # 'train' rows to learn from, 'val
                      tta:str='flips',           # test-time augmentation the learner predicts with, a key of `TTA_VIEWS`
                      colour_constancy:int=None, # Shades-of-Gray norm p for every image, also at predict time (None: off)
                      geometry:str=CLASSIFIER_GEOMETRY, # 'squash' to a square (see `results/recipe/`) or 'pad' (the paper), also at predict time
-                     albu=None                # a custom albumentations pipeline (replaces `augment`)
+                     albu=None,               # a custom albumentations pipeline (replaces `augment`)
+                     seeds:int=1              # networks trained with seeds seed, seed+1, ...; 2 or more: a `SeedEnsemble` of them
                     ) -> Learner:             # trained (see `fit_classifier` for the weights kept), `predict_tta` set
     "Train one classifier on the 'train' rows of `tbl`, selecting (if its strategy selects) on its 'valid' rows."
+    if seeds > 1:   # each member in its own folder, then one learner that averages them
+        same = {k: v for k, v in locals().items() if k not in ('tbl', 'path', 'seed', 'seeds')}
+        path = Path(path or tempfile.mkdtemp(prefix='melanet_ensemble_'))
+        return seed_ensemble([train_classifier(tbl, path/f'seed{seed + i}', seed=seed + i, **same) for i in range(seeds)], path)
+    if seeds < 1: raise ValueError(f"seeds must be at least 1, got {seeds}")
     check_split_classes(tbl, target); tta_views(None, tta)
     set_seed(seed, reproducible=True)
     dls = melanet_dls(tbl, size=size, bs=bs, albu=albu or train_augmentations(augment, seed), seed=seed, target=target,
@@ -861,6 +867,39 @@ def train_classifier(tbl:pd.DataFrame,        # 'train' rows to learn from, 'val
     try: fit_classifier(learn, epochs, freeze_epochs, lr, wd, unfrozen_lr, strategy)
     finally: learn.remove_cb(history)   # the exported learner carries no logger
     learn.predict_tta = tta   # not `learn.tta`: that is fastai's own TTA method
+    return learn
+
+# %% ../nbs/02_classifier.ipynb #c906fddf
+class SeedEnsemble(nn.Module):
+    "Networks of one recipe trained with different seeds. Its logits are log(mean of their softmax), so softmax gives the mean probability."
+    def __init__(self, members:list): # `GapClassifier`-shaped networks with the same classes
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x):
+        log_probs = torch.stack([F.log_softmax(m(x), dim=-1) for m in self.members])
+        return torch.logsumexp(log_probs, 0) - np.log(len(self.members))
+
+    def features(self, x): return torch.cat([m.features(x) for m in self.members], 1)
+
+    def groups(self) -> list:
+        "The members' layer groups, position by position (as many groups as one member, for `gap_splitter`)."
+        return [sum(gs, []) for gs in zip(*(m.groups() for m in self.members))]
+
+def seed_ensemble(learners:list, # trained learners of one recipe and data, differing only in seed
+                  path           # the ensemble's folder: its `history.csv` holds every member's, with a `member` column
+                 ) -> Learner:   # the first learner, now predicting with a `SeedEnsemble` of all their models
+    "One learner whose model averages the probabilities of `learners`' models."
+    if len(learners) < 2: raise ValueError(f"a seed ensemble needs at least 2 learners, got {len(learners)}")
+    vocabs = {tuple(l.dls.vocab) for l in learners}
+    if len(vocabs) > 1: raise ValueError(f"the learners have different classes: {sorted(vocabs)}")
+    histories = [pd.read_csv(f).assign(member=i) for i, l in enumerate(learners) if (f := l.path/'history.csv').is_file()]
+    learn, path = learners[0], Path(path)
+    learn.model, learn.path = SeedEnsemble([l.model for l in learners]), path
+    learn.opt = None   # the first member's optimizer state is not the ensemble's
+    if histories:
+        hist = pd.concat(histories, ignore_index=True)
+        write_csv_atomic(hist[['member'] + [c for c in hist.columns if c != 'member']], path/'history.csv')
     return learn
 
 # %% ../nbs/02_classifier.ipynb #5978a3a0

@@ -17,23 +17,24 @@ from .data import (LABELS, DIAGNOSES, MALIGNANT_DIAGNOSES, PRED_COLUMNS, PROB_PR
                              prediction_vocab, write_csv_atomic, atomic_write)
 
 # %% auto #0
-__all__ = ['PROB_SUM_TOL', 'OLD_BINARY_COLUMNS', 'PAIRED_COLUMNS', 'PAIRED_COLUMNS_MULTICLASS', 'PAIRED_METRICS',
+__all__ = ['PROB_SUM_TOL', 'OLD_BINARY_COLUMNS', 'PAIRED_COLUMNS', 'OFFSET_GRID', 'PAIRED_COLUMNS_MULTICLASS', 'PAIRED_METRICS',
            'PAPER_TEST_COUNTS', 'PAPER_TABLE1', 'THESIS_SOURCE', 'THESIS_TABLE9', 'ECE_BINS', 'TEMPERATURE_BOUNDS',
            'LOG_EPS', 'SEG_THRESHOLD', 'ISIC_JACCARD_THRESHOLD', 'SEG_COLUMNS', 'PROBE_C', 'KID_FACTOR',
            'YARDSTICK_SPLITS', 'YARDSTICK_QUANTILE', 'CALLED_MALIGNANT_TARGET', 'DIVERSITY_TARGET', 'CHECK_COLUMNS',
            'NPV_NOTE', 'THESIS_NOTE', 'MetricInputError', 'check_binary', 'confusion_counts', 'threshold_metrics',
            'roc_auc', 'bootstrap_aucs', 'auc_ci', 'threshold_for_sensitivity', 'delong_test', 'delong_auc_se',
            'paired_bootstrap_auc', 'check_predictions', 'evaluate_predictions', 'compare_configs', 'check_multiclass',
-           'class_rates', 'balanced_accuracy', 'melanoma_vs_rest', 'multiclass_metrics', 'per_class_metrics',
-           'paired_bootstrap_bacc', 'paired_bootstrap_metric', 'paper_table', 'compare_with_paper',
-           'compare_with_thesis', 'plot_roc', 'plot_metric_bars', 'plot_confusion_matrices', 'plot_roc_ovr',
-           'plot_confusion_heatmaps', 'brier_score', 'log_loss', 'reliability_table', 'expected_calibration_error',
-           'apply_temperature', 'fit_temperature', 'calibration_table', 'plot_reliability', 'GradCAM', 'gradcam',
-           'malignant_cases', 'learner_gradcam', 'learner_features', 'plot_gradcam', 'cam_mask_share',
-           'lesion_attention', 'summarize_lesion_attention', 'as_binary_mask', 'mask_scores', 'segmentation_scores',
-           'segmentation_summary', 'mean_performance', 'paired_segmentation_test', 'kernel_distance', 'frozen_features',
-           'synthesis_quality', 'mean_pairwise_distance', 'kid_yardstick', 'synthetic_set_checks', 'gap_features',
-           'neighbour_agreement', 'umap_embedding', 'plot_umap', 'save_figure', 'write_evaluation']
+           'class_rates', 'balanced_accuracy', 'melanoma_vs_rest', 'multiclass_metrics', 'offset_decision',
+           'balanced_offsets', 'valid_rule_metrics', 'per_class_metrics', 'paired_bootstrap_bacc',
+           'paired_bootstrap_metric', 'paper_table', 'compare_with_paper', 'compare_with_thesis', 'plot_roc',
+           'plot_metric_bars', 'plot_confusion_matrices', 'plot_roc_ovr', 'plot_confusion_heatmaps', 'brier_score',
+           'log_loss', 'reliability_table', 'expected_calibration_error', 'apply_temperature', 'fit_temperature',
+           'calibration_table', 'plot_reliability', 'GradCAM', 'gradcam', 'malignant_cases', 'learner_gradcam',
+           'learner_features', 'plot_gradcam', 'cam_mask_share', 'lesion_attention', 'summarize_lesion_attention',
+           'as_binary_mask', 'mask_scores', 'segmentation_scores', 'segmentation_summary', 'mean_performance',
+           'paired_segmentation_test', 'kernel_distance', 'frozen_features', 'synthesis_quality',
+           'mean_pairwise_distance', 'kid_yardstick', 'synthetic_set_checks', 'gap_features', 'neighbour_agreement',
+           'umap_embedding', 'plot_umap', 'save_figure', 'write_evaluation']
 
 # %% ../nbs/03_evaluation.ipynb #26ac8465
 class MetricInputError(ValueError):
@@ -427,6 +428,42 @@ def multiclass_metrics(y,            # true class indices 0..K-1
     confusion = pd.DataFrame(cm, index=pd.Index(vocab, name='true'), columns=pd.Index(vocab, name='predicted'))
     return summary, per_class, confusion
 
+# %% ../nbs/03_evaluation.ipynb #f2cf812e
+OFFSET_GRID = tuple(np.round(np.linspace(-3, 3, 61), 2).tolist())   # candidate log-probability offsets of `balanced_offsets`
+
+def offset_decision(probs,   # (n, K) class probabilities
+                    offsets  # K offsets added to the log-probabilities (zeros: the argmax)
+                   ) -> np.ndarray: # the predicted class index of each row
+    "The class of highest log-probability plus its offset: argmax(log p + b)."
+    return (np.log(np.clip(np.asarray(probs, dtype=float), 1e-12, 1)) + np.asarray(offsets, dtype=float)).argmax(1)
+
+def balanced_offsets(y,                # true class indices of the split the rule is chosen on (validation)
+                     probs,            # (n, K) class probabilities on that split
+                     grid=OFFSET_GRID, # candidate values of each offset
+                     rounds=3          # passes over the classes
+                    ) -> np.ndarray:   # K offsets, the first 0
+    "Per-class log-probability offsets that maximise balanced accuracy on (y, probs), by coordinate ascent on `grid`."
+    y, probs = check_multiclass(y, probs, all_classes=False)
+    grid = np.asarray(sorted(grid, key=abs))            # ties keep the offset of smallest magnitude
+    b = np.zeros(probs.shape[1])
+    for _ in range(rounds):
+        for k in range(1, len(b)):
+            scores = [balanced_accuracy(y, offset_decision(probs, np.r_[b[:k], g, b[k + 1:]])) for g in grid]
+            b[k] = grid[int(np.argmax(scores))]
+    return b
+
+def valid_rule_metrics(valid_y,     # true class indices of the validation rows (may be empty)
+                       valid_probs, # their (n, K) class probabilities
+                       y,           # true class indices of the rows reported on (test)
+                       probs        # their (n, K) class probabilities
+                      ) -> dict:    # balanced_accuracy_valid_rule, macro_f1_valid_rule (NaN without validation rows)
+    "Balanced accuracy and macro F1 of `offset_decision` on (y, probs), with the offsets `balanced_offsets` chose on validation."
+    if not len(valid_y): return dict(balanced_accuracy_valid_rule=float('nan'), macro_f1_valid_rule=float('nan'))
+    y, probs = check_multiclass(y, probs, all_classes=False)
+    pred = offset_decision(probs, balanced_offsets(valid_y, valid_probs))
+    return dict(balanced_accuracy_valid_rule=balanced_accuracy(y, pred),
+                macro_f1_valid_rule=float(class_rates(_confusion(y, pred, probs.shape[1])).f1.mean()))
+
 # %% ../nbs/03_evaluation.ipynb #66a54138
 def _multiclass_tables(preds, vocab, eval_split, select_split, n_boot, level, seed) -> tuple:
     "(summary per config, per-class table, {config: confusion}) of a checked K-class predictions table."
@@ -437,7 +474,8 @@ def _multiclass_tables(preds, vocab, eval_split, select_split, n_boot, level, se
         except MetricInputError as e: raise MetricInputError(f"config {cfg!r}: {e}") from e
         sel = preds[(preds.config == cfg) & (preds.split == select_split)]
         valid_bacc = balanced_accuracy(sel.y.values, sel[cols].values.argmax(1)) if len(sel) else float('nan')
-        rows.append(dict(config=cfg, **summary, valid_balanced_accuracy=valid_bacc))
+        rows.append(dict(config=cfg, **summary, valid_balanced_accuracy=valid_bacc,
+                         **valid_rule_metrics(sel.y.values, sel[cols].values, d.y.values, d[cols].values)))
         per_class.append(classes.assign(config=cfg))
     per_class = pd.concat(per_class, ignore_index=True)
     return pd.DataFrame(rows), per_class[['config'] + [c for c in per_class.columns if c != 'config']], confusions
@@ -873,7 +911,24 @@ def _explained_score(logits, target, score) -> torch.Tensor:
         explained = explained - others.logsumexp(1)
     return explained
 
-def gradcam(model: nn.Module,   # `GapClassifier`-shaped model
+def _minmax(cam) -> torch.Tensor:
+    "Scale every map (B, H, W) to [0, 1]."
+    lo, hi = cam.amin((1, 2), keepdim=True), cam.amax((1, 2), keepdim=True)
+    return (cam - lo) / (hi - lo).clamp_min(1e-12)
+
+def _ensemble_gradcam(model, x, target, upsample, normalize, score, prob_of) -> tuple:
+    "Grad-CAM of a seed ensemble (`model.members`): the mean of its members' maps for the ensemble's class."
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(): logits = model(x.detach().as_subclass(torch.Tensor))
+    finally: model.train(was_training)
+    explained = logits.argmax(1) if isinstance(target, str) else target
+    cam = torch.stack([gradcam(m, x, explained, None, upsample, normalize, score)[0] for m in model.members]).mean(0)
+    probs = logits.softmax(1)
+    return _minmax(cam) if normalize else cam, probs if prob_of is None else probs[:, prob_of]
+
+def gradcam(model: nn.Module,   # `GapClassifier`-shaped model, or a seed ensemble of them (`members`)
             x: torch.Tensor,    # batch of normalised images (B, 3, H, W)
             target=1,           # class to explain: an index (1 = malignant), a (B,) tensor, or 'predicted' (each argmax)
             layer=None,         # layer to explain, default `model.body`
@@ -885,6 +940,7 @@ def gradcam(model: nn.Module,   # `GapClassifier`-shaped model
     "Grad-CAM maps of `target` for a batch, plus the model's probabilities (of malignant by default)."
     if score not in ('log_odds', 'logit'): raise ValueError(f"score must be 'log_odds' or 'logit', got {score!r}")
     if isinstance(target, str) and target != 'predicted': raise ValueError(f"target must be a class index, a tensor or 'predicted', got {target!r}")
+    if hasattr(model, 'members') and layer is None: return _ensemble_gradcam(model, x, target, upsample, normalize, score, prob_of)
     was_training = model.training
     model.eval()
     x = x.detach().clone().as_subclass(torch.Tensor).requires_grad_(True)   # plain tensor (fastai passes subclasses)
@@ -898,9 +954,7 @@ def gradcam(model: nn.Module,   # `GapClassifier`-shaped model
     cam = F.relu((grads.mean((2, 3), keepdim=True) * acts).sum(1, keepdim=True))
     if upsample: cam = F.interpolate(cam, size=x.shape[-2:], mode='bilinear', align_corners=False)
     cam = cam[:, 0]
-    if normalize:
-        lo, hi = cam.amin((1, 2), keepdim=True), cam.amax((1, 2), keepdim=True)
-        cam = (cam - lo) / (hi - lo).clamp_min(1e-12)
+    if normalize: cam = _minmax(cam)
     probs = logits.softmax(1).detach()
     return cam.detach(), probs if prob_of is None else probs[:, prob_of]
 
@@ -1347,7 +1401,8 @@ def gap_features(model: nn.Module, # `GapClassifier`-shaped model
         with torch.no_grad():
             for b in (progress_bar(batches, leave=False) if progress else batches):
                 x = (b[0] if isinstance(b, (tuple, list)) else b).as_subclass(torch.Tensor)
-                out.append(model.pool(model.body(x)).flatten(1).float().cpu().numpy())
+                feats = model.features(x) if hasattr(model, 'features') else model.pool(model.body(x))   # a seed ensemble: its members' side by side
+                out.append(feats.flatten(1).float().cpu().numpy())
     finally: model.train(was_training)
     return np.concatenate(out)
 

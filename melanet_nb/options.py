@@ -13,7 +13,7 @@ __all__ = ['RULES', 'KINDS', 'check_option']
 RULES = dict(   # the allowed range of each numeric option
     size='>= 32', n_demo='>= 12', valid_pct='> 0, < 1', gan_epochs='>= 1', gan_width='>= 1', gan_identity='>= 0',
     gan_ckpt_every='>= 1', wgan_size='>= 16, <= 512', wgan_epochs='>= 1', wgan_width='>= 1', synth_n='>= 1', epochs='>= 1', freeze_epochs='>= 0', bs='>= 2', lr='> 0', wd='>= 0', colour_constancy='>= 1',
-    target_sensitivity='> 0, <= 1', n_boot='>= 100', seed='>= 0',
+    target_sensitivity='> 0, <= 1', n_boot='>= 100', seed='>= 0', seeds='>= 1, <= 20',
     threshold='> 0, < 1')            # `melanet predict --threshold`
 _OPS = {'>=': operator.ge, '>': operator.gt, '<=': operator.le, '<': operator.lt}
 KINDS = {'bool': 'true or false', 'int': 'a whole number', 'float': 'a number', 'str': 'a string',   # each type in words

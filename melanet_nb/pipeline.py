@@ -74,6 +74,7 @@ class RunConfig:
     tta: str = default_of(run_experiments, 'tta')          # test-time augmentation of every prediction (valid, test, `melanet predict`)
     colour_constancy: int | None = default_of(run_experiments, 'colour_constancy')  # Shades-of-Gray norm p (None: off)
     geometry: str = default_of(run_experiments, 'geometry')  # how the classifier squares an image: 'pad' (the paper) or 'squash' (no bands, aspect not kept)
+    seeds: int = default_of(run_experiments, 'seeds')      # classifier networks per configuration (seeds seed, seed+1, ...), their probabilities averaged
     configs: list = field(default_factory=lambda: list(DEFAULT_CONFIGS))  # which classifier configurations to train (see `CONFIGS`)
     target_sensitivity: float = default_of(write_evaluation, 'target_sensitivity')  # the validation-chosen threshold must reach this sensitivity on 'valid'
     n_boot: int = default_of(write_evaluation, 'n_boot')   # bootstrap resamples for CIs
@@ -306,11 +307,11 @@ def _recipe(cfg: RunConfig) -> dict:
     "The classifier settings every configuration shares (`run_experiments` keyword arguments)."
     return dict(arch=cfg.backbone, size=cfg.size, bs=cfg.bs, epochs=cfg.epochs, freeze_epochs=cfg.freeze_epochs, lr=cfg.lr,
                 seed=cfg.seed, target=cfg.target, loss=cfg.loss, wd=cfg.wd, strategy=cfg.strategy, augment=cfg.augment,
-                tta=cfg.tta, colour_constancy=cfg.colour_constancy, **_geometry(cfg))
+                tta=cfg.tta, colour_constancy=cfg.colour_constancy, **_later_options(cfg))
 
-def _geometry(cfg: RunConfig) -> dict:
-    "The geometry, only when it is not 'pad': run folders from before the option padded, and keep their fingerprints."
-    return {} if cfg.geometry == 'pad' else dict(geometry=cfg.geometry)
+def _later_options(cfg: RunConfig) -> dict:
+    "Classifier options added after run folders existed, only when not what those folders did ('pad', one seed): they keep their fingerprints."
+    return {**({} if cfg.geometry == 'pad' else dict(geometry=cfg.geometry)), **({} if cfg.seeds == 1 else dict(seeds=cfg.seeds))}
 
 def _train_config(config:str, table, synth: dict, work: Path, key:str, recipe:dict) -> tuple:
     "(predictions, log row) of one configuration: read back if it was trained with the same inputs, else trained."
@@ -329,7 +330,7 @@ def run_train(cfg: RunConfig, run_dir, data: Stage, synth: dict, reuse_only=Fals
     "Stage 4: train the configurations (`synth`: config -> its synthetic-set stage) and write their predictions."
     st = Stage(run_dir, 'classifier', data.key, {c: s.key for c, s in synth.items()} or None, cfg.backbone, cfg.size, cfg.epochs,
                cfg.freeze_epochs, cfg.bs, cfg.lr, cfg.configs, cfg.seed, cfg.target, cfg.loss, cfg.wd, cfg.strategy,
-               cfg.augment, cfg.tta, cfg.colour_constancy, *_geometry(cfg).values())
+               cfg.augment, cfg.tta, cfg.colour_constancy, *_later_options(cfg).values())
     def work():
         table, recipe, parts = read_run_table(data), _recipe(cfg), []
         for c in cfg.configs:   # a configuration trained before with the same inputs is read back, not trained again
@@ -466,6 +467,7 @@ def _report_header(cfg: RunConfig, timings: dict, model, data_info:dict) -> list
             f"strategy `{cfg.strategy or 'one_cycle'}`, {cfg.freeze_epochs}+{cfg.epochs} epochs, lr {cfg.lr:g}, wd {cfg.wd:g}, "
             f"augmentation `{cfg.augment}`, TTA `{cfg.tta}`"
             + (f", Shades of Gray p={cfg.colour_constancy}" if cfg.colour_constancy else '') + f", geometry `{cfg.geometry}`, seed {cfg.seed}"
+            + (f" (**a mean of {cfg.seeds} networks per configuration**, seeds {cfg.seed}-{cfg.seed + cfg.seeds - 1})" if cfg.seeds > 1 else '')
             + (' — **smoke run: tiny settings, numbers mean nothing**' if cfg.smoke else ''),
             f"- stage times (s): " + ', '.join(f'{k} {v:.0f}' for k, v in timings.items())
             + f" (total {sum(timings.values()):.0f}); peak memory of this process: {peak_memory_gb():.1f} GB",

@@ -11,7 +11,7 @@ from fastprogress.fastprogress import progress_bar
 from .data import *
 from .classifier import (EFFNET_LITE_ARCHS, SAMPLERS, NO_WEIGHTS, melanet_learner, make_loss, fit_frozen_blocks, fit_classifier, train_classifier,
                                    stratified_batches, nedelcu_augmentations, predictions_table, check_split_classes, STRATEGY_LR, _defaults)
-from .evaluation import multiclass_metrics, check_predictions, paired_bootstrap_metric, PAIRED_METRICS, save_figure
+from .evaluation import multiclass_metrics, check_predictions, paired_bootstrap_metric, PAIRED_METRICS, save_figure, valid_rule_metrics
 
 # %% auto #0
 __all__ = ['STUDY_STRATEGIES', 'STUDY_BACKBONES', 'HUB_BACKBONES', 'FIRST_STAGES', 'SELECT_ON', 'SCHEDULE_TTA', 'STUDY_SCHEDULES',
@@ -252,7 +252,7 @@ def study_summary(preds:pd.DataFrame,  # from `study_predictions`
                   n_boot=2000,         # bootstrap resamples of the AUC intervals
                   seed=42              # bootstrap seed
                  ) -> pd.DataFrame:    # one row per run
-    "Per run: accuracy, weighted F1, macro F1, balanced accuracy, AUCs on `split`; validation macro F1; time and weights."
+    "Per run on `split`: accuracy, weighted F1, macro F1, balanced accuracy, AUCs, and BACC and macro F1 under the validation rule; validation macro F1; time, weights."
     vocab, rows = prediction_vocab(preds), []
     for r in _runs(preds).itertuples():
         d, v = (preds[(preds.config == r.config) & (preds.split == s)] for s in (split, 'valid'))
@@ -262,6 +262,7 @@ def study_summary(preds:pd.DataFrame,  # from `study_predictions`
         rows.append(dict(config=r.config, strategy=r.strategy, backbone=r.backbone, sampler=r.sampler, weights=meta.get('weights'),
                          **{k: summary[k] for k in ('n', 'accuracy', 'weighted_f1', 'macro_f1', 'balanced_accuracy', 'macro_auc')},
                          melanoma_auc=summary.get('melanoma_auc'), valid_macro_f1=valid.get('macro_f1'),
+                         **valid_rule_metrics(v.y.values, v[prob_columns(vocab)].values, d.y.values, d[prob_columns(vocab)].values),
                          n_train=meta.get('n_train'), epochs=meta.get('epochs'), minutes=round(meta['seconds'] / 60, 1) if 'seconds' in meta else None))
     return pd.DataFrame(rows)
 
@@ -357,7 +358,8 @@ def study_report(out,                # results folder of `run_study`
     summary, per_class, diffs = study_summary(preds, out, n_boot=n_boot, seed=seed), study_per_class(preds), study_differences(preds, n_boot=n_boot, seed=seed)
     for name, t in (('summary', summary), ('per_class', per_class), ('differences', diffs)): write_csv_atomic(t, out/f'{name}.csv')
     if len(diffs): save_figure(plot_study_differences(diffs), out/'differences.png', dpi=110)
-    metric_cols = ['accuracy', 'weighted_f1', 'macro_f1', 'balanced_accuracy', 'macro_auc', 'melanoma_auc', 'valid_macro_f1']
+    metric_cols = ['accuracy', 'weighted_f1', 'macro_f1', 'balanced_accuracy', 'macro_auc', 'melanoma_auc', 'valid_macro_f1',
+                   'balanced_accuracy_valid_rule', 'macro_f1_valid_rule']
     paper = PAPER_STRATEGIES.rename(columns={m: f'paper_{m}' for m in ('accuracy', 'weighted_f1', 'macro_f1')})
     iv = _pct(summary, metric_cols).merge(paper[paper.strategy != ''], on='strategy', how='left')
     iii = _pct(summary[summary.strategy == 'a'], metric_cols)[['backbone', 'sampler', 'weights', 'accuracy', 'weighted_f1', 'macro_f1', 'balanced_accuracy']]
@@ -375,6 +377,10 @@ def study_report(out,                # results folder of `run_study`
         '## Strategies, per run, beside Table IV (test split, %)',
         md_table(iv[['config', 'weights', 'n', 'accuracy', 'weighted_f1', 'macro_f1', 'balanced_accuracy', 'macro_auc', 'melanoma_auc',
                      'valid_macro_f1', 'minutes', 'paper_experiment', 'paper_accuracy', 'paper_weighted_f1', 'paper_macro_f1']], 2),
+        '### The validation rule for balanced accuracy (test split, %)',
+        'Each run\'s class is also decided by argmax(log p + b), with per-class offsets b chosen to maximise balanced accuracy '
+        'on its validation split (`evaluation.balanced_offsets`), the K-class analogue of a threshold chosen on validation.',
+        md_table(_pct(summary, metric_cols)[['config', 'balanced_accuracy', 'balanced_accuracy_valid_rule', 'macro_f1', 'macro_f1_valid_rule']], 2),
         '## Networks with ImageNet weights (a), beside Table III (%)', md_table(iii, 2), md_table(PAPER_NETWORKS, 2),
         '## Per class, beside Tables V-VIII (test split, %)', md_table(per_class, 2),
         '## Paired differences, A - B (test split, percentage points, bootstrap 95 % CI within class)',

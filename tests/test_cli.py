@@ -1,6 +1,6 @@
 "The `melanet` console script: fast --help, options checked before any work, one-line errors, subcommands that do what they say."
 import json, shutil, subprocess, sys, time, pytest
-import pandas as pd
+import numpy as np, pandas as pd
 from pathlib import Path
 from PIL import Image
 
@@ -128,6 +128,25 @@ def test_train_then_evaluate_then_predict(tmp_path):
     r = call('predict', '--model', moved/'classifier'/'work'/'baseline.pkl', imgs[0], '--threshold', '0.3')
     assert r.returncode == 0 and 'threshold 0.3: given' in r.stdout, r.stderr
     one_line_error(call('predict', '--model', moved/'classifier'/'work'/'baseline.pkl', tmp_path), f'{tmp_path}: is a folder, not an image file')
+
+def test_run_with_a_seed_ensemble_then_predict(tmp_path):
+    "--seeds 2: each configuration is a mean of two networks, end to end (report, Grad-CAM stage, predict with Grad-CAM)."
+    out = tmp_path/'ens'
+    r = call('run', '--smoke', '--configs', 'baseline', '--seeds', '2', '--out', out)
+    assert r.returncode == 0, r.stderr
+    assert 'a mean of 2 networks per configuration' in (out/'report.md').read_text()
+    work = out/'classifier'/'work'
+    assert (work/'baseline'/'seed42').is_dir() and (work/'baseline'/'seed43').is_dir()
+    assert json.loads((out/'config.json').read_text())['seeds'] == 2
+    imgs = pd.read_csv(out/'data'/'table.csv').query("split == 'test'").path[:2].tolist()
+    r = call('predict', '--model', work/'baseline.pkl', *imgs, '--csv', tmp_path/'p.csv', '--gradcam', tmp_path/'cams')
+    assert r.returncode == 0, r.stderr
+    preds = pd.read_csv(out/'classifier'/'predictions.csv').set_index('path')
+    scored = pd.read_csv(tmp_path/'p.csv').set_index('path')
+    np.testing.assert_allclose(scored.prob_malignant, preds.loc[scored.index, 'prob_malignant'], atol=1e-4)   # the export is the ensemble
+    assert len(list((tmp_path/'cams').glob('*_gradcam.png'))) == 2
+    r = call('run', '--smoke', '--seeds', '0', '--out', tmp_path/'bad')
+    assert r.returncode == 2 and 'argument --seeds: must be >= 1, <= 20, got 0' in r.stderr and not (tmp_path/'bad').exists(), r.stderr
 
 @pytest.mark.parametrize('kind', ['empty', 'text', 'truncated', 'state_dict', 'folder'])
 def test_predict_with_a_bad_model_file(kind, tmp_path):
