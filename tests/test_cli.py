@@ -145,6 +145,14 @@ def test_run_with_a_seed_ensemble_then_predict(tmp_path):
     scored = pd.read_csv(tmp_path/'p.csv').set_index('path')
     np.testing.assert_allclose(scored.prob_malignant, preds.loc[scored.index, 'prob_malignant'], atol=1e-4)   # the export is the ensemble
     assert len(list((tmp_path/'cams').glob('*_gradcam.png'))) == 2
+    bench = Path(__file__).resolve().parents[1]/'bench'/'ensemble_members.py'   # each member alone, beside the ensemble
+    r = subprocess.run([sys.executable, str(bench), str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    members = pd.read_csv(out/'ensemble_members.csv').set_index(['model', 'split'])
+    assert members.index.tolist() == [(m, s) for s in ('valid', 'test') for m in ('ensemble', 'member 0', 'member 1')]
+    from sklearn.metrics import roc_auc_score
+    test = preds[preds.split == 'test']
+    assert members.loc[('ensemble', 'test'), 'auc'] == pytest.approx(roc_auc_score(test.y, test.prob_malignant))
     r = call('run', '--smoke', '--seeds', '0', '--out', tmp_path/'bad')
     assert r.returncode == 2 and 'argument --seeds: must be >= 1, <= 20, got 0' in r.stderr and not (tmp_path/'bad').exists(), r.stderr
 
