@@ -311,25 +311,9 @@ def test_geometry_travels_with_the_export(small_table, tmp_path):
     squashed, padded = (np.asarray(data.prepare_image(wide, 32, geometry=g)) for g in ('squash', 'pad'))
     assert np.array_equal(np.asarray(reader(wide)), squashed) and not np.array_equal(squashed, padded)
 
-def test_seed_ensemble_trains_members_and_predicts_their_mean(small_table, tmp_path):
-    "seeds=2: two members in their own folders, one export predicting the mean of their probabilities."
-    tbl = small_table[small_table.split != 'test']
-    learn = clf.train_classifier(tbl, tmp_path/'ens', size=32, bs=8, epochs=1, seed=5, seeds=2)
-    assert isinstance(learn.model, clf.SeedEnsemble) and len(learn.model.members) == 2
-    assert (tmp_path/'ens'/'seed5'/'history.csv').is_file() and (tmp_path/'ens'/'seed6'/'history.csv').is_file()
-    hist = pd.read_csv(tmp_path/'ens'/'history.csv')
-    assert hist.columns[0] == 'member' and hist.member.tolist() == [0, 1]
-    pkl = clf.export_classifier(learn, tmp_path/'ens.pkl')
-    paths = small_table[small_table.split == 'test'].path.head(4).tolist()
-    probs = predict_proba(pkl, paths, tta='none')
-    loaded = load_classifier(pkl)
-    dl = loaded.dls.test_dl(pd.DataFrame(dict(path=paths)))
-    x = next(iter(dl))[0]
-    with torch.no_grad():
-        members = torch.stack([torch.softmax(m.eval()(x), 1) for m in loaded.model.members]).mean(0).numpy()
-    np.testing.assert_allclose(probs, members, atol=1e-5)
-    assert not np.allclose(members, torch.softmax(loaded.model.members[0](x), 1).detach().numpy(), atol=1e-4)   # two different networks
-    with pytest.raises(ValueError, match='seeds must be at least 1'): clf.train_classifier(tbl, tmp_path/'x', seeds=0)
+def test_seeds_below_one_are_refused(small_table, tmp_path):
+    "The training of a seed ensemble is tested end to end in tests/test_cli.py (`melanet run --seeds 2`)."
+    with pytest.raises(ValueError, match='seeds must be at least 1'): clf.train_classifier(small_table, tmp_path/'x', seeds=0)
 
 def test_predict_rejects_bad_images_in_process(trained, tmp_path):
     _, work = trained
