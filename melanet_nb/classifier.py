@@ -850,11 +850,11 @@ def train_classifier(tbl:pd.DataFrame,        # 'train' rows to learn from, 'val
                      seeds:int=1              # networks trained with seeds seed, seed+1, ...; 2 or more: a `SeedEnsemble` of them
                     ) -> Learner:             # trained (see `fit_classifier` for the weights kept), `predict_tta` set
     "Train one classifier on the 'train' rows of `tbl`, selecting (if its strategy selects) on its 'valid' rows."
+    if seeds < 1: raise ValueError(f"seeds must be at least 1, got {seeds}")
     if seeds > 1:   # each member in its own folder, then one learner that averages them
         same = {k: v for k, v in locals().items() if k not in ('tbl', 'path', 'seed', 'seeds')}
         path = Path(path or tempfile.mkdtemp(prefix='melanet_ensemble_'))
         return seed_ensemble([train_classifier(tbl, path/f'seed{seed + i}', seed=seed + i, **same) for i in range(seeds)], path)
-    if seeds < 1: raise ValueError(f"seeds must be at least 1, got {seeds}")
     check_split_classes(tbl, target); tta_views(None, tta)
     set_seed(seed, reproducible=True)
     dls = melanet_dls(tbl, size=size, bs=bs, albu=albu or train_augmentations(augment, seed), seed=seed, target=target,
