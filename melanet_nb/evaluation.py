@@ -546,23 +546,27 @@ def _argmax_metrics(y, pred, k) -> dict:
                 balanced_accuracy=np.nanmean(recall, 1))
 
 def paired_bootstrap_metric(y,                 # true class indices
-                            pred_a,            # model A's predicted class indices on the same images
-                            pred_b,            # model B's, same order
+                            pred_a,            # model A's predicted class indices on the same images; P x n: P models
+                            pred_b,            # model B's, same order (P x n: B's partner of each row of `pred_a`)
                             metric='macro_f1', # one of `PAIRED_METRICS`
-                            n_boot=2000,       # resamples (the same images for both models in each)
+                            n_boot=2000,       # resamples (the same images for every model in each)
                             level=0.95,        # confidence level
                             seed=42            # resampling seed
                            ) -> dict:          # a, b, diff (A - B), ci_low, ci_high, p_value, share_a_better
-    "Paired bootstrap of the difference A - B in an argmax metric, resampling images within each true class."
-    if metric not in PAIRED_METRICS: raise ValueError(f"metric must be one of {PAIRED_METRICS}, got {metric!r}")
-    y, pred_a, pred_b = (np.asarray(v).astype(int) for v in (y, pred_a, pred_b))
-    if not len(y) == len(pred_a) == len(pred_b): raise ValueError(f"length mismatch: {len(y)}, {len(pred_a)} and {len(pred_b)}")
+    "Paired bootstrap of the difference A - B in an argmax metric (the mean over P pairs), resampling images within each true class."
+    if metric not in PAIRED_METRICS: raise MetricInputError(f"metric must be one of {PAIRED_METRICS}, got {metric!r}")
+    y = np.asarray(y).astype(int)
+    pred_a, pred_b = (np.atleast_2d(np.asarray(v).astype(int)) for v in (pred_a, pred_b))
+    if not pred_a.shape == pred_b.shape == (len(pred_a), len(y)):
+        raise MetricInputError(f"length mismatch: {len(y)} labels, predictions of shape {pred_a.shape} and {pred_b.shape}")
     k, rng = int(max(y.max(), pred_a.max(), pred_b.max())) + 1, np.random.default_rng(seed)
     idx = np.concatenate([rng.choice(np.flatnonzero(y == c), size=(n_boot, int((y == c).sum()))) for c in np.unique(y)], axis=1)
-    point = {m: _argmax_metrics(y[None], p[None], k)[metric][0] for m, p in (('a', pred_a), ('b', pred_b))}
-    diffs = _argmax_metrics(y[idx], pred_a[idx], k)[metric] - _argmax_metrics(y[idx], pred_b[idx], k)[metric]
+    def score(preds, rows): return np.mean([_argmax_metrics(y[rows], p[rows], k)[metric] for p in preds], axis=0)
+    everything = np.arange(len(y))[None]
+    a, b = score(pred_a, everything)[0], score(pred_b, everything)[0]
+    diffs = score(pred_a, idx) - score(pred_b, idx)
     lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    return dict(a=float(point['a']), b=float(point['b']), diff=float(point['a'] - point['b']), ci_low=float(lo), ci_high=float(hi),
+    return dict(a=float(a), b=float(b), diff=float(a - b), ci_low=float(lo), ci_high=float(hi),
                 p_value=float(min(1., 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))), share_a_better=float((diffs > 0).mean()))
 
 # %% ../nbs/03_evaluation.ipynb #93b2140e

@@ -15,10 +15,11 @@ from .evaluation import multiclass_metrics, check_predictions, paired_bootstrap_
 
 # %% auto #0
 __all__ = ['STUDY_STRATEGIES', 'STUDY_BACKBONES', 'HUB_BACKBONES', 'FIRST_STAGES', 'SELECT_ON', 'SCHEDULE_TTA', 'STUDY_SCHEDULES',
-           'PAPER_NETWORKS', 'PAPER_STRATEGIES', 'PAPER_CLASS_NAMES', 'PAPER_PER_CLASS', 'known_diagnoses',
-           'merged_table', 'first_stage_table', 'read_public', 'demo_public', 'study_tables', 'fit_stage', 'run_key',
-           'train_run', 'study_predictions', 'study_summary', 'study_per_class', 'study_pairs', 'study_differences',
-           'plot_study_differences', 'md_table', 'study_report', 'study_runs', 'run_study']
+           'PAPER_NETWORKS', 'PAPER_STRATEGIES', 'PAPER_CLASS_NAMES', 'PAPER_PER_CLASS', 'DIFFERENCE_COLUMNS',
+           'known_diagnoses', 'merged_table', 'first_stage_table', 'read_public', 'demo_public', 'study_tables',
+           'fit_stage', 'run_key', 'train_run', 'study_predictions', 'study_summary', 'study_per_class', 'study_pairs',
+           'study_differences', 'study_pooled_differences', 'plot_study_differences', 'md_table', 'study_report',
+           'study_runs', 'run_study']
 
 # %% ../nbs/06_strategies.ipynb #f3c6b7f9
 STUDY_STRATEGIES = {   # short name -> what the arm does here (the paper's letters)
@@ -299,6 +300,15 @@ def study_pairs(runs:pd.DataFrame  # config, strategy, backbone, sampler of each
         if bb != backbones[0] and (st, backbones[0], sa) in key: pairs.append((f'{bb} - {backbones[0]}', cfg, key[st, backbones[0], sa]))
     return pairs
 
+def _called(preds:pd.DataFrame, split:str) -> tuple:
+    "True classes and each run's argmax on `split`, every run in the first run's image order."
+    vocab, rows = prediction_vocab(preds), preds[preds.split == split]
+    runs = {c: d.set_index('image_id') for c, d in rows.groupby('config', sort=False)}
+    ids = next(iter(runs.values())).index
+    return runs[next(iter(runs))].y.values, {c: d.loc[ids, prob_columns(vocab)].values.argmax(1) for c, d in runs.items()}
+
+DIFFERENCE_COLUMNS = ['metric', 'a', 'b', 'diff', 'ci_low', 'ci_high', 'p_value', 'share_a_better']   # what `paired_bootstrap_metric` gives
+
 def study_differences(preds:pd.DataFrame, # from `study_predictions`
                       split='test',       # split compared on
                       metrics=('macro_f1', 'accuracy', 'balanced_accuracy'), # from `PAIRED_METRICS`
@@ -306,16 +316,26 @@ def study_differences(preds:pd.DataFrame, # from `study_predictions`
                       seed=42             # resampling seed
                      ) -> pd.DataFrame:   # comparison, config, reference, metric, a, b, diff, ci_low, ci_high, p_value
     "Paired bootstrap CI of each difference `study_pairs` lists, for each metric, on `split`."
-    vocab, rows = prediction_vocab(preds), []
-    for comparison, a, b in study_pairs(_runs(preds)):
-        da, db = (preds[(preds.config == c) & (preds.split == split)].set_index('image_id') for c in (a, b))
-        db = db.loc[da.index]
-        pa, pb = (d[prob_columns(vocab)].values.argmax(1) for d in (da, db))
-        for m in metrics:
-            rows.append(dict(comparison=comparison, config=a, reference=b, metric=m,
-                             **paired_bootstrap_metric(da.y.values, pa, pb, m, n_boot, seed=seed)))
-    cols = ['comparison', 'config', 'reference', 'metric', 'a', 'b', 'diff', 'ci_low', 'ci_high', 'p_value', 'share_a_better']
-    return pd.DataFrame(rows, columns=cols)
+    y, called = _called(preds, split)
+    rows = [dict(comparison=comparison, config=a, reference=b, metric=m,
+                 **paired_bootstrap_metric(y, called[a], called[b], m, n_boot, seed=seed))
+            for comparison, a, b in study_pairs(_runs(preds)) for m in metrics]
+    return pd.DataFrame(rows, columns=['comparison', 'config', 'reference'] + DIFFERENCE_COLUMNS)
+
+def study_pooled_differences(preds:pd.DataFrame, # from `study_predictions`
+                             split='test',       # split compared on
+                             metrics=('macro_f1', 'accuracy', 'balanced_accuracy'), # from `PAIRED_METRICS`
+                             n_boot=2000,        # bootstrap resamples
+                             seed=42             # resampling seed
+                            ) -> pd.DataFrame:   # comparison, pairs, configs, metric, a, b (means over pairs), diff, CI, p
+    "Each comparison `study_pairs` makes more than once (a - o with every backbone, ...): its mean difference over those pairs, bootstrapped on shared resamples."
+    y, called = _called(preds, split)
+    groups = {}
+    for comparison, a, b in study_pairs(_runs(preds)): groups.setdefault(comparison, []).append((a, b))
+    rows = [dict(comparison=comparison, pairs=len(ps), configs='; '.join(a for a, _ in ps), metric=m,
+                 **paired_bootstrap_metric(y, [called[a] for a, _ in ps], [called[b] for _, b in ps], m, n_boot, seed=seed))
+            for comparison, ps in groups.items() if len(ps) > 1 for m in metrics]
+    return pd.DataFrame(rows, columns=['comparison', 'pairs', 'configs'] + DIFFERENCE_COLUMNS)
 
 # %% ../nbs/06_strategies.ipynb #2229cddc
 def plot_study_differences(diffs:pd.DataFrame, # from `study_differences`
@@ -350,13 +370,15 @@ def study_report(out,                # results folder of `run_study`
                  settings:dict=None, # the study's settings and data counts (default: out/study.json)
                  n_boot=2000,        # bootstrap resamples
                  seed=42             # bootstrap seed
-                ) -> str:            # the markdown of out/report.md (also written, with summary/per_class/differences CSVs)
+                ) -> str:            # the markdown of out/report.md (also written, with summary/per_class/differences/pooled_differences CSVs)
     "Write the study's tables (summary, per class, paired differences) and report.md, the paper's tables beside the run's."
     out = Path(out)
     settings = settings or (json.loads((out/'study.json').read_text()) if (out/'study.json').is_file() else {})
     preds = study_predictions(out)
-    summary, per_class, diffs = study_summary(preds, out, n_boot=n_boot, seed=seed), study_per_class(preds), study_differences(preds, n_boot=n_boot, seed=seed)
-    for name, t in (('summary', summary), ('per_class', per_class), ('differences', diffs)): write_csv_atomic(t, out/f'{name}.csv')
+    summary, per_class = study_summary(preds, out, n_boot=n_boot, seed=seed), study_per_class(preds)
+    diffs, pooled = (f(preds, n_boot=n_boot, seed=seed) for f in (study_differences, study_pooled_differences))
+    tables = (('summary', summary), ('per_class', per_class), ('differences', diffs), ('pooled_differences', pooled))
+    for name, t in tables: write_csv_atomic(t, out/f'{name}.csv')
     if len(diffs): save_figure(plot_study_differences(diffs), out/'differences.png', dpi=110)
     metric_cols = ['accuracy', 'weighted_f1', 'macro_f1', 'balanced_accuracy', 'macro_auc', 'melanoma_auc', 'valid_macro_f1',
                    'balanced_accuracy_valid_rule', 'macro_f1_valid_rule']
@@ -386,6 +408,11 @@ def study_report(out,                # results folder of `run_study`
         '## Paired differences, A - B (test split, percentage points, bootstrap 95 % CI within class)',
         '![Paired differences with their 95 % CIs](differences.png)' if len(diffs) else '',
         md_table(d[['comparison', 'config', 'reference', 'metric', 'a', 'b', 'diff', 'ci_low', 'ci_high', 'p_value']], 2),
+        '### Pooled: each comparison made more than once, as the mean of its paired differences (percentage points)',
+        'One bootstrap CI over the same resampled test images for every pair (`study_pooled_differences`); '
+        'a and b are the means of the two sides.' if len(pooled) else 'No comparison was made more than once.',
+        md_table(_pct(pooled, ['a', 'b', 'diff', 'ci_low', 'ci_high'])[['comparison', 'pairs', 'metric', 'a', 'b', 'diff', 'ci_low', 'ci_high', 'p_value']], 2)
+        if len(pooled) else '',
         '## Runs requested but not finished', '\n'.join(f'- {c}' for c in missing) or 'none'])
     atomic_write(out/'report.md', lambda t: Path(t).write_text(text + '\n'))
     return text

@@ -158,6 +158,12 @@ def test_run_study_is_resumable(tmp_path):
     assert len(s2) == 4
     report = (out/'report.md').read_text()
     assert 'Table IV' in report and 'a) Pre-train. ImageNet' in report and 'stratified - shuffled' in report
+    pooled = pd.read_csv(out/'pooled_differences.csv')   # x - a with both samplers, stratified - shuffled with both strategies
+    assert dict(zip(pooled.comparison, pooled.pairs)) == {'x - a': 2, 'stratified - shuffled': 2} and '### Pooled' in report
+    each = pd.read_csv(out/'differences.csv')
+    for c in ('x - a', 'stratified - shuffled'):
+        assert np.isclose(pooled.query('comparison == @c and metric == "macro_f1"')['diff'].item(),
+                          each.query('comparison == @c and metric == "macro_f1"')['diff'].mean())
 
 def test_run_study_rejects_unknown_names(tmp_path):
     with pytest.raises(ValueError, match=r"unknown strategy/sampler \['b'\]"): run_study(out=tmp_path, strategies='a,b', smoke=True)
