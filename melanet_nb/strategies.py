@@ -11,7 +11,7 @@ from fastprogress.fastprogress import progress_bar
 from .data import *
 from .classifier import (EFFNET_LITE_ARCHS, SAMPLERS, NO_WEIGHTS, melanet_learner, make_loss, fit_frozen_blocks, fit_classifier, train_classifier,
                                    stratified_batches, nedelcu_augmentations, predictions_table, check_split_classes, STRATEGY_LR, _defaults)
-from .evaluation import multiclass_metrics, check_predictions, paired_bootstrap_metric, PAIRED_METRICS, save_figure, valid_rule_metrics
+from .evaluation import multiclass_metrics, check_predictions, paired_bootstrap_metric, PAIRED_METRICS, save_figure, valid_rule_metrics, MetricInputError
 
 # %% auto #0
 __all__ = ['STUDY_STRATEGIES', 'STUDY_BACKBONES', 'HUB_BACKBONES', 'FIRST_STAGES', 'SELECT_ON', 'SCHEDULE_TTA', 'STUDY_SCHEDULES',
@@ -304,8 +304,11 @@ def _called(preds:pd.DataFrame, split:str) -> tuple:
     "True classes and each run's argmax on `split`, every run in the first run's image order."
     vocab, rows = prediction_vocab(preds), preds[preds.split == split]
     runs = {c: d.set_index('image_id') for c, d in rows.groupby('config', sort=False)}
-    ids = next(iter(runs.values())).index
-    return runs[next(iter(runs))].y.values, {c: d.loc[ids, prob_columns(vocab)].values.argmax(1) for c, d in runs.items()}
+    first = next(iter(runs)); ids = runs[first].index
+    for c, d in runs.items():
+        if set(d.index) != set(ids): raise MetricInputError(f"run {c!r} predicts other {split} images than run {first!r}: "
+                                                            f"{len(set(d.index) ^ set(ids))} image ids differ, so no paired comparison")
+    return runs[first].y.values, {c: d.loc[ids, prob_columns(vocab)].values.argmax(1) for c, d in runs.items()}
 
 DIFFERENCE_COLUMNS = ['metric', 'a', 'b', 'diff', 'ci_low', 'ci_high', 'p_value', 'share_a_better']   # what `paired_bootstrap_metric` gives
 
