@@ -388,7 +388,7 @@ def study_report(out,                # results folder of `run_study`
     paper = PAPER_STRATEGIES.rename(columns={m: f'paper_{m}' for m in ('accuracy', 'weighted_f1', 'macro_f1')})
     iv = _pct(summary, metric_cols).merge(paper[paper.strategy != ''], on='strategy', how='left')
     iii = _pct(summary[summary.strategy == 'a'], metric_cols)[['backbone', 'sampler', 'weights', 'accuracy', 'weighted_f1', 'macro_f1', 'balanced_accuracy']]
-    d = _pct(diffs, ['a', 'b', 'diff', 'ci_low', 'ci_high'])
+    points, shown = ['a', 'b', 'diff', 'ci_low', 'ci_high'], DIFFERENCE_COLUMNS[:-1]   # in %; every column but share_a_better
     done = set(summary.config)
     missing = [c for c in settings.get('runs', []) if c not in done]
     text = '\n\n'.join([
@@ -410,11 +410,11 @@ def study_report(out,                # results folder of `run_study`
         '## Per class, beside Tables V-VIII (test split, %)', md_table(per_class, 2),
         '## Paired differences, A - B (test split, percentage points, bootstrap 95 % CI within class)',
         '![Paired differences with their 95 % CIs](differences.png)' if len(diffs) else '',
-        md_table(d[['comparison', 'config', 'reference', 'metric', 'a', 'b', 'diff', 'ci_low', 'ci_high', 'p_value']], 2),
+        md_table(_pct(diffs, points)[['comparison', 'config', 'reference'] + shown], 2),
         '### Pooled: each comparison made more than once, as the mean of its paired differences (percentage points)',
         'One bootstrap CI over the same resampled test images for every pair (`study_pooled_differences`); '
         'a and b are the means of the two sides.' if len(pooled) else 'No comparison was made more than once.',
-        md_table(_pct(pooled, ['a', 'b', 'diff', 'ci_low', 'ci_high'])[['comparison', 'pairs', 'metric', 'a', 'b', 'diff', 'ci_low', 'ci_high', 'p_value']], 2)
+        md_table(_pct(pooled, points)[['comparison', 'pairs'] + shown], 2)
         if len(pooled) else '',
         '## Runs requested but not finished', '\n'.join(f'- {c}' for c in missing) or 'none'])
     atomic_write(out/'report.md', lambda t: Path(t).write_text(text + '\n'))
